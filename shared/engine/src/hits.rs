@@ -1,0 +1,293 @@
+//! Bounded, idempotent sets of "hits" (matching events): the building block of account state.
+//!
+//! A milestone such as "3 projects within 14 days of sign-up" only ever needs the *earliest*
+//! 3 matching events; "2 distinct users" only the earliest event of the first 2 users; "active
+//! on 4 days in the last 7" only the latest event of the latest 4 days. A [`HitSet`] keeps
+//! exactly that prefix and nothing else, so:
+//!
+//! * it is **bounded** by the definition (a threshold of N keeps at most N hits), whatever the
+//!   number of events or users of the account;
+//! * it is **idempotent**: a hit is identified by its key (message, user or day), and seeing it
+//!   again changes nothing;
+//! * it is **order-independent**: the kept prefix is a function of the *set* of hits seen, not
+//!   of their arrival order. Eviction only drops hits ranked after the cut-off, and the cut-off
+//!   only ever moves towards better ranks as hits arrive, so nothing evicted could have been
+//!   needed later.
+
+use std::cmp::Ordering;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::Timestamp;
+
+/// A sum milestone keeps at most this many contributing events (a sum that needs more small
+/// events than this to reach its threshold is under-counted; pick a coarser unit).
+pub const MAX_SUM_HITS: usize = 4096;
+
+/// One matching event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hit {
+    pub at: Timestamp,
+    #[serde(rename = "m")]
+    pub message: Box<str>,
+    #[serde(rename = "u")]
+    pub user: Box<str>,
+    /// Contribution to a sum, in millionths (0 for other thresholds).
+    #[serde(rename = "v", default, skip_serializing_if = "is_zero")]
+    pub value: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
+/// Which end of history matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Keep the earliest hits: all-time and since-sign-up windows.
+    Earliest,
+    /// Keep the latest hits: sliding windows and recency-weighted points.
+    Latest,
+}
+
+/// What the set must be able to answer, which decides its key and its bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// The first N distinct events (by message id).
+    Events(u32),
+    /// The first event of each of the first K distinct users.
+    Users(u32),
+    /// The first event of each of the first D distinct UTC days.
+    Days(u32),
+    /// The shortest run of events whose values add up to the threshold (millionths).
+    Sum(i64),
+}
+
+/// A hit about to be inserted; borrowed so that rejected hits allocate nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct HitRef<'a> {
+    pub at: Timestamp,
+    pub message: &'a str,
+    pub user: &'a str,
+    pub value: i64,
+}
+
+impl HitRef<'_> {
+    fn to_owned_hit(self) -> Hit {
+        Hit {
+            at: self.at,
+            message: self.message.into(),
+            user: self.user.into(),
+            value: self.value,
+        }
+    }
+}
+
+/// The hits kept for one milestone or scoring rule, best-ranked first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct HitSet {
+    hits: Vec<Hit>,
+}
+
+fn rank(order: Order, a: (Timestamp, &str), b: (Timestamp, &str)) -> Ordering {
+    match order {
+        Order::Earliest => a.cmp(&b),
+        Order::Latest => b.cmp(&a),
+    }
+}
+
+impl HitSet {
+    pub fn hits(&self) -> &[Hit] {
+        &self.hits
+    }
+
+    pub fn len(&self) -> usize {
+        self.hits.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hits.is_empty()
+    }
+
+    fn same_key(keep: Keep, a: &Hit, b: &HitRef<'_>) -> bool {
+        match keep {
+            Keep::Events(_) | Keep::Sum(_) => *a.message == *b.message,
+            Keep::Users(_) => *a.user == *b.user,
+            Keep::Days(_) => a.at.day() == b.at.day(),
+        }
+    }
+
+    /// The hit that completes the threshold, if the kept hits reach it.
+    pub fn completion(&self, keep: Keep) -> Option<&Hit> {
+        match keep {
+            Keep::Events(n) | Keep::Users(n) | Keep::Days(n) => self.hits.get(n as usize - 1),
+            Keep::Sum(target) => {
+                let mut total = 0i64;
+                self.hits.iter().find(|h| {
+                    total = total.saturating_add(h.value);
+                    total >= target
+                })
+            }
+        }
+    }
+
+    fn is_full(&self, keep: Keep) -> bool {
+        match keep {
+            Keep::Events(n) | Keep::Users(n) | Keep::Days(n) => self.hits.len() >= n as usize,
+            Keep::Sum(_) => self.completion(keep).is_some() || self.hits.len() >= MAX_SUM_HITS,
+        }
+    }
+
+    /// Adds a hit; returns whether the set changed.
+    pub fn insert(&mut self, order: Order, keep: Keep, hit: HitRef<'_>) -> bool {
+        let key = (hit.at, hit.message);
+        // Fast path: a full set ignores anything ranked after its last hit.
+        if self.is_full(keep) {
+            if let Some(last) = self.hits.last() {
+                if rank(order, key, (last.at, &last.message)) == Ordering::Greater {
+                    return false;
+                }
+            }
+        }
+        if let Some(i) = self.hits.iter().position(|h| Self::same_key(keep, h, &hit)) {
+            let existing = &self.hits[i];
+            if rank(order, key, (existing.at, &existing.message)) != Ordering::Less {
+                return false;
+            }
+            self.hits.remove(i);
+        }
+        let at = self
+            .hits
+            .partition_point(|h| rank(order, (h.at, &h.message), key) == Ordering::Less);
+        self.hits.insert(at, hit.to_owned_hit());
+        self.trim(keep);
+        true
+    }
+
+    fn trim(&mut self, keep: Keep) {
+        let len = match keep {
+            Keep::Events(n) | Keep::Users(n) | Keep::Days(n) => n as usize,
+            Keep::Sum(target) => {
+                let mut total = 0i64;
+                self.hits
+                    .iter()
+                    .position(|h| {
+                        total = total.saturating_add(h.value);
+                        total >= target
+                    })
+                    .map_or(MAX_SUM_HITS, |i| (i + 1).min(MAX_SUM_HITS))
+            }
+        };
+        self.hits.truncate(len);
+    }
+
+    /// Adds every hit of `other`; returns whether this set changed.
+    pub fn merge(&mut self, order: Order, keep: Keep, other: &HitSet) -> bool {
+        let mut changed = false;
+        for h in &other.hits {
+            changed |= self.insert(
+                order,
+                keep,
+                HitRef {
+                    at: h.at,
+                    message: &h.message,
+                    user: &h.user,
+                    value: h.value,
+                },
+            );
+        }
+        changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hit(at: i64, message: &'static str, user: &'static str) -> HitRef<'static> {
+        HitRef {
+            at: Timestamp(at),
+            message,
+            user,
+            value: 0,
+        }
+    }
+
+    fn messages(set: &HitSet) -> Vec<&str> {
+        set.hits().iter().map(|h| &*h.message).collect()
+    }
+
+    #[test]
+    fn keeps_the_earliest_n_events_and_ignores_duplicates() {
+        let mut set = HitSet::default();
+        let keep = Keep::Events(2);
+        assert!(set.insert(Order::Earliest, keep, hit(30, "c", "u")));
+        assert!(set.insert(Order::Earliest, keep, hit(10, "a", "u")));
+        assert!(
+            !set.insert(Order::Earliest, keep, hit(10, "a", "u")),
+            "duplicate"
+        );
+        assert!(set.insert(Order::Earliest, keep, hit(20, "b", "u")));
+        assert!(
+            !set.insert(Order::Earliest, keep, hit(40, "d", "u")),
+            "after a full prefix"
+        );
+        assert_eq!(messages(&set), ["a", "b"]);
+        assert_eq!(&*set.completion(keep).unwrap().message, "b");
+    }
+
+    #[test]
+    fn a_retried_message_with_a_different_time_keeps_its_best_copy() {
+        let mut set = HitSet::default();
+        let keep = Keep::Events(3);
+        set.insert(Order::Earliest, keep, hit(20, "a", "u"));
+        set.insert(Order::Earliest, keep, hit(15, "a", "u"));
+        assert_eq!(set.len(), 1);
+        assert_eq!(set.hits()[0].at, Timestamp(15));
+    }
+
+    #[test]
+    fn distinct_users_keep_each_users_first_event() {
+        let mut set = HitSet::default();
+        let keep = Keep::Users(2);
+        set.insert(Order::Earliest, keep, hit(50, "m1", "ann"));
+        set.insert(Order::Earliest, keep, hit(10, "m2", "ann"));
+        set.insert(Order::Earliest, keep, hit(60, "m3", "bob"));
+        set.insert(Order::Earliest, keep, hit(70, "m4", "cat"));
+        assert_eq!(messages(&set), ["m2", "m3"]);
+        assert_eq!(&*set.completion(keep).unwrap().user, "bob");
+    }
+
+    #[test]
+    fn latest_order_keeps_the_most_recent() {
+        let mut set = HitSet::default();
+        let keep = Keep::Days(2);
+        let day = crate::time::MS_PER_DAY;
+        set.insert(Order::Latest, keep, hit(day, "a", "u"));
+        set.insert(Order::Latest, keep, hit(3 * day, "b", "u"));
+        set.insert(Order::Latest, keep, hit(3 * day + 5, "c", "u"));
+        set.insert(Order::Latest, keep, hit(2 * day, "d", "u"));
+        assert_eq!(messages(&set), ["c", "d"]);
+    }
+
+    #[test]
+    fn sums_keep_the_shortest_prefix_reaching_the_target() {
+        let mut set = HitSet::default();
+        let keep = Keep::Sum(10);
+        for (at, m, v) in [(3, "c", 6), (1, "a", 6), (2, "b", 6), (0, "z", 5)] {
+            set.insert(
+                Order::Earliest,
+                keep,
+                HitRef {
+                    at: Timestamp(at),
+                    message: m,
+                    user: "u",
+                    value: v,
+                },
+            );
+        }
+        assert_eq!(messages(&set), ["z", "a"]);
+        assert_eq!(&*set.completion(keep).unwrap().message, "a");
+    }
+}

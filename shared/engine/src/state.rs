@@ -1,0 +1,223 @@
+//! Per-account (and per-user) activity state, updated by the pure [`AccountState::apply`].
+//!
+//! The state is a handful of [`HitSet`]s sized by the definition, the first and last time the
+//! account was seen, and the account traits the definition reads. Every part is a function of
+//! the *set* of events applied, so duplicates and out-of-order delivery cannot change it.
+//!
+//! The same type holds a user's activity that names no account: when the user is linked to an
+//! account (a `group` call), that state is merged into the account's with [`AccountState::merge`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::definition::{condition, Definition, Threshold, Window};
+use crate::event::{Event, EventKind};
+use crate::hits::{HitRef, HitSet, Keep, Order};
+use crate::time::Timestamp;
+
+/// A trait value with the event that set it; the latest write (by event time) wins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraitValue {
+    pub value: Value,
+    pub at: Timestamp,
+    #[serde(rename = "m")]
+    pub message: Box<str>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AccountState {
+    /// The definition version whose milestones the hit sets follow.
+    pub definition_version: String,
+    pub first_seen: Option<Timestamp>,
+    pub last_seen: Option<Timestamp>,
+    /// One per definition milestone, same order.
+    pub milestones: Vec<HitSet>,
+    /// One per scoring rule of the definition, same order.
+    pub scoring: Vec<HitSet>,
+    /// One per user condition of the definition: the first event where some user matched.
+    pub user_facts: Vec<HitSet>,
+    /// Account traits the definition reads, from `group` calls.
+    pub traits: BTreeMap<String, TraitValue>,
+}
+
+/// How a milestone's hit set is kept.
+pub fn milestone_shape(threshold: &Threshold, window: Window) -> (Order, Keep) {
+    let order = match window {
+        Window::Sliding(_) => Order::Latest,
+        Window::AllTime | Window::SinceSignup(_) => Order::Earliest,
+    };
+    let keep = match threshold {
+        Threshold::Count(n) => Keep::Events(*n),
+        Threshold::DistinctUsers(n) => Keep::Users(*n),
+        Threshold::DistinctDays(n) => Keep::Days(*n),
+        Threshold::Sum {
+            at_least_micros, ..
+        } => Keep::Sum(*at_least_micros),
+    };
+    (order, keep)
+}
+
+const FACT: (Order, Keep) = (Order::Earliest, Keep::Events(1));
+
+impl AccountState {
+    pub fn new(definition: &Definition) -> Self {
+        AccountState {
+            definition_version: definition.version.clone(),
+            milestones: vec![HitSet::default(); definition.milestones.len()],
+            scoring: vec![HitSet::default(); definition.scoring.events.len()],
+            user_facts: vec![HitSet::default(); definition.user_conditions.len()],
+            ..AccountState::default()
+        }
+    }
+
+    /// Whether this state was built for `definition` (otherwise rebuild it from raw events).
+    pub fn follows(&self, definition: &Definition) -> bool {
+        self.definition_version == definition.version
+    }
+
+    /// Applies one event; returns whether anything changed. Applying the same event twice, or
+    /// a set of events in any order, gives the same state.
+    pub fn apply(&mut self, definition: &Definition, event: &Event) -> bool {
+        let mut changed = self.see(event.timestamp);
+        let user = event.user_key();
+        let message = event.message_id.as_str();
+        let hit = |value: i64| HitRef {
+            at: event.timestamp,
+            message,
+            user,
+            value,
+        };
+        match &event.kind {
+            EventKind::Track { .. } | EventKind::Page { .. } | EventKind::Screen { .. } => {
+                for (m, set) in definition.milestones.iter().zip(&mut self.milestones) {
+                    if !m.matches(event) {
+                        continue;
+                    }
+                    let value = match &m.threshold {
+                        Threshold::Sum { property, .. } => {
+                            match condition::lookup(&event.properties, property)
+                                .and_then(condition::number)
+                            {
+                                // Negative values (refunds) do not count against a sum milestone.
+                                Some(v) if v > 0.0 => (v * 1e6).round() as i64,
+                                _ => continue,
+                            }
+                        }
+                        _ => 0,
+                    };
+                    let (order, keep) = milestone_shape(&m.threshold, m.window);
+                    changed |= set.insert(order, keep, hit(value));
+                }
+                for (rule, set) in definition.scoring.events.iter().zip(&mut self.scoring) {
+                    if rule.matches(event) {
+                        changed |= set.insert(Order::Latest, Keep::Events(rule.keep), hit(0));
+                    }
+                }
+                changed |= self.user_facts_from(definition, event, hit(0));
+            }
+            EventKind::Identify => changed |= self.user_facts_from(definition, event, hit(0)),
+            EventKind::Group { .. } => {
+                for name in &definition.account_traits {
+                    if let Some(value) = event.traits.get(name) {
+                        changed |= self.set_trait(name, value, event.timestamp, message);
+                    }
+                }
+            }
+            EventKind::Alias { .. } => {}
+        }
+        changed
+    }
+
+    fn see(&mut self, at: Timestamp) -> bool {
+        let before = (self.first_seen, self.last_seen);
+        self.first_seen = Some(self.first_seen.map_or(at, |t| t.min(at)));
+        self.last_seen = Some(self.last_seen.map_or(at, |t| t.max(at)));
+        before != (self.first_seen, self.last_seen)
+    }
+
+    fn user_facts_from(&mut self, definition: &Definition, event: &Event, hit: HitRef<'_>) -> bool {
+        let mut changed = false;
+        for (c, set) in definition.user_conditions.iter().zip(&mut self.user_facts) {
+            if c.test_event(&event.properties, &event.traits) {
+                changed |= set.insert(FACT.0, FACT.1, hit);
+            }
+        }
+        changed
+    }
+
+    fn set_trait(&mut self, name: &str, value: &Value, at: Timestamp, message: &str) -> bool {
+        if let Some(current) = self.traits.get(name) {
+            if (current.at, &*current.message) >= (at, message) {
+                return false;
+            }
+        }
+        self.traits.insert(
+            name.to_owned(),
+            TraitValue {
+                value: value.clone(),
+                at,
+                message: message.into(),
+            },
+        );
+        true
+    }
+
+    /// Folds another state of the same definition into this one (a user's activity into the
+    /// account they just joined). Returns whether this state changed.
+    pub fn merge(&mut self, definition: &Definition, other: &AccountState) -> bool {
+        let mut changed = false;
+        if let Some(t) = other.first_seen {
+            changed |= self.see(t);
+        }
+        if let Some(t) = other.last_seen {
+            changed |= self.see(t);
+        }
+        for ((m, set), theirs) in definition
+            .milestones
+            .iter()
+            .zip(&mut self.milestones)
+            .zip(&other.milestones)
+        {
+            let (order, keep) = milestone_shape(&m.threshold, m.window);
+            changed |= set.merge(order, keep, theirs);
+        }
+        for ((rule, set), theirs) in definition
+            .scoring
+            .events
+            .iter()
+            .zip(&mut self.scoring)
+            .zip(&other.scoring)
+        {
+            changed |= set.merge(Order::Latest, Keep::Events(rule.keep), theirs);
+        }
+        for (set, theirs) in self.user_facts.iter_mut().zip(&other.user_facts) {
+            changed |= set.merge(FACT.0, FACT.1, theirs);
+        }
+        for (name, t) in &other.traits {
+            changed |= self.set_trait(name, &t.value, t.at, &t.message);
+        }
+        changed
+    }
+
+    /// When the account signed up: the definition's sign-up trait if the account has a valid
+    /// one, else the first event seen.
+    pub fn signed_up_at(&self, definition: &Definition) -> Option<Timestamp> {
+        definition
+            .signup_trait
+            .as_ref()
+            .and_then(|name| self.traits.get(name))
+            .and_then(|t| match &t.value {
+                Value::String(s) => Timestamp::parse(s).ok(),
+                Value::Number(n) => n.as_i64().map(|secs| Timestamp(secs.saturating_mul(1000))),
+                _ => None,
+            })
+            .or(self.first_seen)
+    }
+
+    /// The account's name trait, when a `group` call gave one.
+    pub fn name(&self) -> Option<&str> {
+        self.traits.get("name").and_then(|t| t.value.as_str())
+    }
+}
