@@ -1,1 +1,77 @@
-fn main() {}
+//! `pql`: check qualification definitions, backtest them on recorded Segment events, and
+//! generate realistic test data.
+//!
+//! Exit codes: 0 success, 1 bad input (unreadable file, invalid definition, bad outcomes),
+//! 2 usage (unknown flag, missing argument: reported by clap).
+
+mod backtest;
+mod generate;
+mod input;
+mod outcomes;
+mod report;
+mod validate;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pql_engine::definition::DefinitionErrors;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pql",
+    version,
+    about = "Product-qualified leads: check definitions, backtest them on history, generate test data"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Work with qualification definitions.
+    #[command(subcommand)]
+    Definition(DefinitionCommand),
+    /// Replay recorded Segment events through a definition: who would have qualified, when,
+    /// and (with known outcomes) how well that predicts buying.
+    Backtest(backtest::Args),
+    /// Write realistic simulated trial events (and who bought) for demos and backtests.
+    Generate(generate::Args),
+}
+
+#[derive(Debug, Subcommand)]
+enum DefinitionCommand {
+    /// Check a definition file (TOML, or JSON by extension) and summarise it.
+    Validate(validate::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Definition(DefinitionCommand::Validate(args)) => validate::run(&args),
+        Command::Backtest(args) => backtest::run(&args),
+        Command::Generate(args) => generate::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            report_error(&error);
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn report_error(error: &anyhow::Error) {
+    if let Some(errors) = error.downcast_ref::<DefinitionErrors>() {
+        // One `file:line:col: field: message (allowed: ...)` per line, as editors expect.
+        eprintln!("{errors}");
+        let n = errors.errors.len();
+        eprintln!(
+            "error: {} is not a valid definition ({n} problem{})",
+            errors.file,
+            if n == 1 { "" } else { "s" }
+        );
+    } else {
+        eprintln!("error: {error:#}");
+    }
+}

@@ -117,7 +117,9 @@ impl FromStr for MessageId {
 // ---------------------------------------------------------------------------------------------
 
 /// One accepted Segment call.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+// Deserialize reads back the engine's own stored form (raw events in DynamoDB); untrusted input
+// goes through `parse_call` / `parse_payload`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Event {
     pub message_id: MessageId,
     /// At least one of `user_id` / `anonymous_id` is `Some` (guaranteed by [`parse_call`]).
@@ -136,7 +138,7 @@ pub struct Event {
 }
 
 /// The call type and what only that type carries.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum EventKind {
     Track {
         event: String,

@@ -1,0 +1,99 @@
+//! Raw events. One item per (tenant, messageId), written with a conditional put: the write
+//! that stores an event is also the one that deduplicates it, for as long as the event is kept
+//! (its TTL, 90 days by default), which is far longer than any client retries.
+
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
+use futures::stream::{self, StreamExt};
+use pql_engine::time::MS_PER_SECOND;
+use pql_engine::{Event, Timestamp};
+
+use crate::tenants::TenantId;
+use crate::{Store, StoreError};
+
+/// How many puts of one request are in flight at once.
+const PUT_CONCURRENCY: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    Stored,
+    /// An event with this messageId was already stored for the tenant: nothing was written.
+    Duplicate,
+}
+
+/// The stored form of one event: the engine's parsed event, as JSON.
+pub fn event_pk(tenant: &TenantId, message_id: &str) -> String {
+    format!("{tenant}#{message_id}")
+}
+
+type PutResult = Result<(PutOutcome, f64), StoreError>;
+
+impl Store {
+    /// Stores one event unless the tenant already has its messageId. Returns the outcome and
+    /// the write units consumed.
+    pub async fn put_event(
+        &self,
+        tenant: &TenantId,
+        event: &Event,
+        retention_days: u32,
+    ) -> Result<(PutOutcome, f64), StoreError> {
+        let table = &self.tables.events;
+        let body = serde_json::to_string(event).expect("events always serialise");
+        // Retention counts from when the event reached us, not from its event time: a replay of
+        // old history must not be stored already expired (and so not deduplicated).
+        let received = event.received_at.unwrap_or_else(Timestamp::now);
+        let expires_at = received.millis() / MS_PER_SECOND + i64::from(retention_days) * 86_400;
+        let result = self
+            .client
+            .put_item()
+            .table_name(table)
+            .item(
+                "pk",
+                AttributeValue::S(event_pk(tenant, event.message_id.as_str())),
+            )
+            .item("tenant", AttributeValue::S(tenant.to_string()))
+            .item("event", AttributeValue::S(body))
+            .item("expires_at", AttributeValue::N(expires_at.to_string()))
+            .condition_expression("attribute_not_exists(pk)")
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok((
+                PutOutcome::Stored,
+                out.consumed_capacity()
+                    .and_then(|c| c.capacity_units())
+                    .unwrap_or(0.0),
+            )),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Ok((PutOutcome::Duplicate, 0.0))
+            }
+            Err(e) => Err(StoreError::dynamo("PutItem", table, e)),
+        }
+    }
+
+    /// Stores events concurrently; the outcomes come back in input order. The first error is
+    /// returned after every put has finished, so the caller knows nothing is still in flight.
+    pub async fn put_events(
+        &self,
+        tenant: &TenantId,
+        events: &[Event],
+        retention_days: u32,
+    ) -> Result<Vec<(PutOutcome, f64)>, StoreError> {
+        let mut results: Vec<(usize, PutResult)> = stream::iter(events.iter().enumerate())
+            .map(|(i, e)| async move { (i, self.put_event(tenant, e, retention_days).await) })
+            .buffer_unordered(PUT_CONCURRENCY)
+            .collect()
+            .await;
+        results.sort_by_key(|(i, _)| *i);
+        results.into_iter().map(|(_, r)| r).collect()
+    }
+}
+
+/// Reads an event back from its stored JSON (stream records and rebuilds).
+pub fn decode_event(body: &str) -> Result<Event, String> {
+    serde_json::from_str(body).map_err(|e| e.to_string())
+}

@@ -1,0 +1,131 @@
+//! The DynamoDB adapter. Everything the functions and the local stack store goes through here;
+//! the table layout is described in `infra/template.yaml` and the README.
+//!
+//! * [`tenants`]: tenants and their keys (stored as SHA-256 hashes only), active definitions.
+//! * [`events`]: raw events, one conditional put per (tenant, messageId): storage and
+//!   deduplication in one write unit.
+//! * [`records`]: account and user state with optimistic concurrency (a `version` attribute).
+//! * [`template`]: creates the tables exactly as the SAM template declares them.
+
+pub mod events;
+pub mod records;
+pub mod template;
+pub mod tenants;
+
+use aws_sdk_dynamodb::Client;
+
+pub use records::{Conflict, RecordKind, Versioned};
+
+/// Table names, from the environment in Lambda (set by the template) or from the local stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tables {
+    pub tenants: String,
+    pub events: String,
+    pub state: String,
+    pub alerts: String,
+}
+
+impl Tables {
+    /// `TENANTS_TABLE`, `EVENTS_TABLE`, `STATE_TABLE`, `ALERTS_TABLE`.
+    pub fn from_env() -> Result<Tables, StoreError> {
+        let var = |name: &'static str| {
+            std::env::var(name).map_err(|_| {
+                StoreError::Config(format!(
+                    "environment variable {name} is not set (the table's name)"
+                ))
+            })
+        };
+        Ok(Tables {
+            tenants: var("TENANTS_TABLE")?,
+            events: var("EVENTS_TABLE")?,
+            state: var("STATE_TABLE")?,
+            alerts: var("ALERTS_TABLE")?,
+        })
+    }
+
+    /// The names the local stack gives the template's tables: `<prefix><LogicalId>`.
+    pub fn with_prefix(prefix: &str) -> Tables {
+        Tables {
+            tenants: format!("{prefix}TenantsTable"),
+            events: format!("{prefix}EventsTable"),
+            state: format!("{prefix}StateTable"),
+            alerts: format!("{prefix}AlertsTable"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("DynamoDB {operation} on {table} failed: {message}")]
+    Dynamo {
+        operation: &'static str,
+        table: String,
+        message: String,
+    },
+    #[error("stored item {key} in {table} is unreadable: {reason}")]
+    Corrupt {
+        table: String,
+        key: String,
+        reason: String,
+    },
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("the SAM template cannot be used: {0}")]
+    Template(String),
+}
+
+impl StoreError {
+    pub(crate) fn dynamo(
+        operation: &'static str,
+        table: &str,
+        error: impl std::error::Error,
+    ) -> Self {
+        // The SDK's Display is terse ("service error"); the source chain says what happened.
+        let mut message = error.to_string();
+        let mut source = error.source();
+        while let Some(s) = source {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            source = s.source();
+        }
+        StoreError::Dynamo {
+            operation,
+            table: table.to_owned(),
+            message,
+        }
+    }
+}
+
+/// The adapter: a DynamoDB client (built once, at init) and the table names.
+#[derive(Debug, Clone)]
+pub struct Store {
+    client: Client,
+    tables: Tables,
+}
+
+impl Store {
+    pub fn new(client: Client, tables: Tables) -> Self {
+        Store { client, tables }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn tables(&self) -> &Tables {
+        &self.tables
+    }
+}
+
+/// A client for DynamoDB Local (or any endpoint override): fixed region and dummy credentials,
+/// which DynamoDB Local accepts and which never reach AWS.
+pub fn local_client(endpoint: &str) -> Client {
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("local", "local", None, None, "pql-local"))
+        .endpoint_url(endpoint)
+        .build();
+    Client::from_conf(config)
+}
