@@ -5,8 +5,10 @@
 //! 2 usage (unknown flag, missing argument: reported by clap).
 
 mod backtest;
+mod demo;
 mod generate;
 mod input;
+mod local;
 mod outcomes;
 mod report;
 mod validate;
@@ -37,6 +39,10 @@ enum Command {
     Backtest(backtest::Args),
     /// Write realistic simulated trial events (and who bought) for demos and backtests.
     Generate(generate::Args),
+    /// Run the whole pipeline locally (DynamoDB Local, ingest, stream consumers) until Ctrl-C.
+    Local(local::StackArgs),
+    /// The local stack fed with simulated trial telemetry, with a live view of qualifications.
+    Demo(demo::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -51,6 +57,8 @@ fn main() -> ExitCode {
         Command::Definition(DefinitionCommand::Validate(args)) => validate::run(&args),
         Command::Backtest(args) => backtest::run(&args),
         Command::Generate(args) => generate::run(&args),
+        Command::Local(args) => local::run(&args),
+        Command::Demo(args) => demo::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -73,5 +81,15 @@ fn report_error(error: &anyhow::Error) {
         );
     } else {
         eprintln!("error: {error:#}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -5,16 +5,21 @@
 //! * [`events`]: raw events, one conditional put per (tenant, messageId): storage and
 //!   deduplication in one write unit.
 //! * [`records`]: account and user state with optimistic concurrency (a `version` attribute).
+//! * [`alerts`]: account lifecycles and the alert outbox, written together (exactly one alert
+//!   per qualification).
+//! * [`sweep`]: when a decision can next change with time alone, and the `due` index.
 //! * [`template`]: creates the tables exactly as the SAM template declares them.
 
+pub mod alerts;
 pub mod events;
 pub mod records;
+pub mod sweep;
 pub mod template;
 pub mod tenants;
 
 use aws_sdk_dynamodb::Client;
 
-pub use records::{Conflict, RecordKind, Versioned};
+pub use records::{AccountRecord, Conflict, RecordKind, UserRecord, Versioned};
 
 /// Table names, from the environment in Lambda (set by the template) or from the local stack.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -48,6 +48,23 @@ impl RecordKind {
     }
 }
 
+/// What the state table holds for an account: its activity state and its event clock (the
+/// latest event time that changed it), at which decisions are made, as `Ledger` does.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AccountRecord {
+    pub state: pql_engine::AccountState,
+    pub clock: pql_engine::Timestamp,
+}
+
+/// What the state table holds for a user: activity that named no account, the accounts the
+/// user belongs to and the identities joined to it (alias / identify).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct UserRecord {
+    pub state: pql_engine::AccountState,
+    pub accounts: Vec<String>,
+    pub aliases: Vec<String>,
+}
+
 pub fn record_pk(tenant: &TenantId, kind: RecordKind, id: &str) -> String {
     format!("{tenant}#{}#{id}", kind.as_str())
 }

@@ -1,0 +1,85 @@
+//! `pql local`: the whole pipeline on this machine, until Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context};
+use pql_engine::Definition;
+use pql_local_stack::{LocalStack, Options};
+use pql_store::tenants::TenantId;
+
+/// The shipped example definition, used when no `--definition` is given.
+pub const EXAMPLE_DEFINITION: &str = include_str!("../../examples/definition.toml");
+
+#[derive(Debug, clap::Args)]
+pub struct StackArgs {
+    /// Where the ingest endpoint (Segment HTTP Tracking API) listens.
+    #[arg(long, default_value = "127.0.0.1:8787")]
+    pub listen: SocketAddr,
+    /// Seeds a tenant with this write key (send it as the Basic-auth user name).
+    #[arg(long, default_value = "local_write_key")]
+    pub write_key: String,
+    /// The tenant's id.
+    #[arg(long, default_value = "local")]
+    pub tenant: String,
+    /// The tenant's definition (TOML, or JSON by extension); default: examples/definition.toml.
+    #[arg(long)]
+    pub definition: Option<PathBuf>,
+    /// Use an already running DynamoDB (e.g. http://127.0.0.1:8000) instead of starting
+    /// DynamoDB Local.
+    #[arg(long)]
+    pub dynamodb_endpoint: Option<String>,
+}
+
+/// The definition from `--definition`, or the shipped example.
+pub fn load_definition(path: Option<&Path>) -> anyhow::Result<Definition> {
+    match path {
+        Some(path) => {
+            let source = std::fs::read_to_string(path).with_context(|| format!("cannot read the definition {}", path.display()))?;
+            Ok(Definition::load(&path.display().to_string(), &source)?)
+        }
+        None => Ok(Definition::from_toml("examples/definition.toml", EXAMPLE_DEFINITION)?),
+    }
+}
+
+/// The repository root (its package-lock.json pins DynamoDB Local): found from the current
+/// directory, else from where this binary was built.
+pub fn repo_root() -> anyhow::Result<PathBuf> {
+    let here = std::env::current_dir()?;
+    pql_dynamodb_local::repo_root_from(&here)
+        .or_else(|| pql_dynamodb_local::repo_root_from(Path::new(env!("CARGO_MANIFEST_DIR"))))
+        .ok_or_else(|| anyhow!("cannot find the pql repository (a directory with package-lock.json) above {}; run pql from the repository, or pass --dynamodb-endpoint", here.display()))
+}
+
+/// Options for the stack from the command line's common arguments.
+pub fn options(args: &StackArgs) -> anyhow::Result<Options> {
+    let tenant = TenantId::parse(&args.tenant).map_err(|e| anyhow!("--tenant: {e}"))?;
+    let definition = load_definition(args.definition.as_deref())?;
+    let root = match &args.dynamodb_endpoint {
+        Some(_) => std::env::current_dir()?,
+        None => repo_root()?,
+    };
+    let mut options = Options::new(tenant, args.write_key.clone(), definition, root);
+    options.listen = args.listen;
+    options.dynamodb_endpoint = args.dynamodb_endpoint.clone();
+    Ok(options)
+}
+
+pub fn run(args: &StackArgs) -> anyhow::Result<()> {
+    let options = options(args)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let definition = options.definition.name.clone();
+        let stack = LocalStack::start(options).await?;
+        let url = stack.ingest_url();
+        eprintln!("pql local is running (Ctrl-C stops it)");
+        eprintln!("  DynamoDB:   {}", stack.endpoint);
+        eprintln!("  tenant:     {} with definition \"{definition}\"", stack.tenant);
+        eprintln!("  ingest:     {url}/v1/batch (and /v1/track, /v1/identify, /v1/group, /v1/page, /v1/screen, /v1/alias)");
+        eprintln!("  try:        curl -u {}: {url}/v1/track -H 'content-type: application/json' -d '{{\"userId\":\"u1\",\"event\":\"Project Created\",\"context\":{{\"groupId\":\"acme\"}}}}'", args.write_key);
+        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        eprintln!("stopping...");
+        stack.stop().await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,239 @@
+//! The local stack: the pipeline of the SAM template, on one machine.
+//!
+//! * DynamoDB Local (started here, or any endpoint given), with the tables created from
+//!   `infra/template.yaml` under a fresh prefix;
+//! * a tenant seeded with its write key and definition;
+//! * the ingest function's handler behind a local HTTP server;
+//! * the activation and qualify handlers fed by the stream pump, which reproduces the Lambda
+//!   event-source mappings (batching, retries, bisection, partial batch failures, parking);
+//! * the sweep handler on a timer.
+//!
+//! `pql local`, `pql demo` and the end-to-end tests all start it with [`LocalStack::start`] and
+//! stop it with [`LocalStack::stop`]; nothing is left running afterwards.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pql_activation::Activation;
+use pql_dynamodb_local::DynamoDbLocal;
+use pql_engine::{Definition, Timestamp};
+use pql_ingest::{App, Config as IngestConfig};
+use pql_qualify::Qualifier;
+use pql_store::tenants::TenantId;
+use pql_store::{template, Store, Tables};
+use pql_stream_pump::{CancellationToken, EventNameFilter, MappingConfig, Parked};
+use pql_sweep::Sweeper;
+use tokio::task::JoinSet;
+
+/// The one description of the tables: the SAM template, compiled in.
+pub const TEMPLATE: &str = include_str!("../../../infra/template.yaml");
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Use this DynamoDB (e.g. one already running) instead of starting DynamoDB Local.
+    pub dynamodb_endpoint: Option<String>,
+    /// Where the ingest server listens (port 0: any free port).
+    pub listen: SocketAddr,
+    pub tenant: TenantId,
+    pub write_key: String,
+    pub definition: Definition,
+    /// Prefix of the table names, so several stacks can share one DynamoDB.
+    pub table_prefix: String,
+    /// The repository (its `package-lock.json` pins DynamoDB Local).
+    pub repo_root: PathBuf,
+    /// Event-source mapping of the activation function (events table stream).
+    pub activation_mapping: MappingConfig,
+    /// Event-source mapping of the qualify function (state table stream).
+    pub qualify_mapping: MappingConfig,
+    /// How often the sweep runs.
+    pub sweep_interval: Duration,
+}
+
+impl Options {
+    /// Defaults matching the template's mappings; the tests and the demo shorten timings.
+    pub fn new(tenant: TenantId, write_key: String, definition: Definition, repo_root: PathBuf) -> Options {
+        let mapping = MappingConfig {
+            batch_size: 100,
+            maximum_retry_attempts: 5,
+            bisect_batch_on_function_error: true,
+            report_batch_item_failures: true,
+            poll_interval: Duration::from_millis(20),
+            ..MappingConfig::default()
+        };
+        Options {
+            dynamodb_endpoint: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
+            tenant,
+            write_key,
+            definition,
+            table_prefix: format!("pql-{}-", std::process::id()),
+            repo_root,
+            activation_mapping: MappingConfig { filter: Some(EventNameFilter::new(["INSERT"])), ..mapping.clone() },
+            qualify_mapping: MappingConfig { filter: Some(EventNameFilter::new(["INSERT", "MODIFY"])), ..mapping },
+            sweep_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalStackError {
+    #[error(transparent)]
+    DynamoDbLocal(#[from] pql_dynamodb_local::LocalDynamoError),
+    #[error(transparent)]
+    Store(#[from] pql_store::StoreError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen { address: SocketAddr, source: std::io::Error },
+    #[error("table {0} has no stream; is infra/template.yaml's StreamSpecification there?")]
+    NoStream(String),
+    #[error("stream pump: {0}")]
+    Pump(#[from] pql_stream_pump::PumpError),
+    #[error("a background task failed: {0}")]
+    Task(String),
+}
+
+/// A running local stack. [`LocalStack::stop`] it; dropping it also kills DynamoDB Local.
+pub struct LocalStack {
+    pub endpoint: String,
+    pub store: Store,
+    pub ingest_address: SocketAddr,
+    pub tenant: TenantId,
+    shutdown: CancellationToken,
+    tasks: JoinSet<Result<(), String>>,
+    parked: Arc<Mutex<Vec<Parked>>>,
+    _dynamodb: Option<DynamoDbLocal>,
+}
+
+async fn stream_arn(store: &Store, table: &str) -> Result<String, LocalStackError> {
+    let out = store
+        .client()
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(|e| pql_store::StoreError::Dynamo { operation: "DescribeTable", table: table.to_owned(), message: e.to_string() })?;
+    out.table.and_then(|t| t.latest_stream_arn).ok_or_else(|| LocalStackError::NoStream(table.to_owned()))
+}
+
+impl LocalStack {
+    pub async fn start(options: Options) -> Result<LocalStack, LocalStackError> {
+        let (endpoint, dynamodb) = match &options.dynamodb_endpoint {
+            Some(endpoint) => (endpoint.clone(), None),
+            None => {
+                let root = options.repo_root.clone();
+                let db = tokio::task::spawn_blocking(move || DynamoDbLocal::start(&root))
+                    .await
+                    .map_err(|e| LocalStackError::Task(e.to_string()))??;
+                (db.endpoint(), Some(db))
+            }
+        };
+        let client = pql_store::local_client(&endpoint);
+        template::create_tables(&client, TEMPLATE, &options.table_prefix).await?;
+        let store = Store::new(client, Tables::with_prefix(&options.table_prefix));
+        store.put_tenant(&options.tenant, &options.write_key, &options.definition).await?;
+
+        let shutdown = CancellationToken::new();
+        let mut tasks: JoinSet<Result<(), String>> = JoinSet::new();
+        let parked = Arc::new(Mutex::new(Vec::new()));
+
+        // Consumers first, so that no event is written before its stream is read.
+        let streams = pql_stream_pump::local_client(&endpoint);
+        let (parked_tx, mut parked_rx) = tokio::sync::mpsc::channel::<Parked>(64);
+        let activation = Arc::new(Activation::new(store.clone()));
+        let pump = pql_stream_pump::start(
+            streams.clone(),
+            stream_arn(&store, &store.tables().events).await?,
+            options.activation_mapping.clone(),
+            Arc::new(move |event| {
+                let activation = Arc::clone(&activation);
+                async move { Ok(activation.handle(event).await) }
+            }),
+            parked_tx.clone(),
+        )
+        .await?;
+        let token = shutdown.clone();
+        tasks.spawn(async move { pump.run(token).await.map(drop).map_err(|e| format!("activation pump: {e}")) });
+
+        let qualifier = Arc::new(Qualifier::new(store.clone()));
+        let pump = pql_stream_pump::start(
+            streams,
+            stream_arn(&store, &store.tables().state).await?,
+            options.qualify_mapping.clone(),
+            Arc::new(move |event| {
+                let qualifier = Arc::clone(&qualifier);
+                async move { qualifier.handle(event).await.map_err(|e| e.into()) }
+            }),
+            parked_tx,
+        )
+        .await?;
+        let token = shutdown.clone();
+        tasks.spawn(async move { pump.run(token).await.map(drop).map_err(|e| format!("qualify pump: {e}")) });
+
+        let keep = Arc::clone(&parked);
+        tasks.spawn(async move {
+            while let Some(p) = parked_rx.recv().await {
+                tracing::error!(shard = %p.shard_id, records = p.records.len(), attempts = p.attempts, error = %p.error, "records parked (the on-failure destination)");
+                keep.lock().unwrap_or_else(|e| e.into_inner()).push(p);
+            }
+            Ok(())
+        });
+
+        let sweeper = Sweeper::new(store.clone());
+        let token = shutdown.clone();
+        let interval = options.sweep_interval;
+        tasks.spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.tick().await;
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => return Ok(()),
+                    _ = ticks.tick() => {
+                        if let Err(e) = sweeper.sweep(Timestamp::now()).await {
+                            tracing::warn!(error = %e, "sweep failed; the next one retries");
+                        }
+                    }
+                }
+            }
+        });
+
+        let listener = tokio::net::TcpListener::bind(options.listen)
+            .await
+            .map_err(|source| LocalStackError::Listen { address: options.listen, source })?;
+        let ingest_address = listener.local_addr().map_err(|source| LocalStackError::Listen { address: options.listen, source })?;
+        let app = Arc::new(App::new(store.clone(), IngestConfig::default()));
+        let token = shutdown.clone();
+        tasks.spawn(async move { pql_ingest::local::serve(listener, app, token.cancelled_owned()).await.map_err(|e| format!("ingest server: {e}")) });
+
+        Ok(LocalStack { endpoint, store, ingest_address, tenant: options.tenant, shutdown, tasks, parked, _dynamodb: dynamodb })
+    }
+
+    /// The ingest base URL, e.g. `http://127.0.0.1:8787`.
+    pub fn ingest_url(&self) -> String {
+        format!("http://{}", self.ingest_address)
+    }
+
+    /// Records the pumps gave up on so far (what would sit in the failure queue).
+    pub fn parked(&self) -> Vec<Parked> {
+        self.parked.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Stops the server and the consumers, waits for them, then stops DynamoDB Local.
+    pub async fn stop(mut self) -> Result<(), LocalStackError> {
+        self.shutdown.cancel();
+        let mut first_error = None;
+        while let Some(result) = self.tasks.join_next().await {
+            let error = match result {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e,
+                Err(e) if e.is_cancelled() => continue,
+                Err(e) => e.to_string(),
+            };
+            first_error.get_or_insert(error);
+        }
+        match first_error {
+            Some(e) => Err(LocalStackError::Task(e)),
+            None => Ok(()),
+        }
+    }
+}
