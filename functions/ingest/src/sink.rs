@@ -3,7 +3,6 @@
 
 use std::future::Future;
 
-use futures::stream::{FuturesUnordered, StreamExt};
 use pql_engine::Event;
 use pql_store::events::PutOutcome;
 use pql_store::tenants::TenantId;
@@ -27,50 +26,21 @@ pub trait EventSink: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<PutOutcome>, StoreError>> + Send;
 }
 
-/// How many puts of one request are in flight at once (as in `Store::put_events`).
-const PUT_CONCURRENCY: usize = 16;
-
 impl EventSink for Store {
     async fn tenant_for_write_key(&self, raw_key: &str) -> Result<Option<TenantId>, StoreError> {
         Store::tenant_for_write_key(self, raw_key).await
     }
 
-    /// `Store::put_events`, driven here with a `FuturesUnordered`: the store's own version
-    /// (a `buffer_unordered` over a closure borrowing the events) is a future the compiler
-    /// cannot prove `Send` (rust-lang/rust#102211), and the Lambda runtime needs `Send`.
-    /// Same behaviour: at most 16 puts in flight, outcomes in input order, the first error
-    /// returned once every put has finished.
     async fn put_events(
         &self,
         tenant: &TenantId,
         events: &[Event],
         retention_days: u32,
     ) -> Result<Vec<PutOutcome>, StoreError> {
-        let mut outcomes = vec![PutOutcome::Stored; events.len()];
-        let mut first_error = None;
-        let mut pending = events.iter().enumerate();
-        let mut in_flight = FuturesUnordered::new();
-        loop {
-            while in_flight.len() < PUT_CONCURRENCY {
-                let Some((index, event)) = pending.next() else {
-                    break;
-                };
-                in_flight.push(async move {
-                    let result = self.put_event(tenant, event, retention_days).await;
-                    (index, result)
-                });
-            }
-            match in_flight.next().await {
-                None => break,
-                Some((index, Ok((outcome, _units)))) => outcomes[index] = outcome,
-                Some((_, Err(error))) => {
-                    first_error.get_or_insert(error);
-                }
-            }
-        }
-        match first_error {
-            Some(error) => Err(error),
-            None => Ok(outcomes),
-        }
+        let outcomes = Store::put_events(self, tenant, events, retention_days).await?;
+        Ok(outcomes
+            .into_iter()
+            .map(|(outcome, _units)| outcome)
+            .collect())
     }
 }

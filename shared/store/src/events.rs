@@ -5,7 +5,7 @@
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
-use futures::stream::{self, StreamExt};
+use futures::stream::{FuturesUnordered, StreamExt};
 use pql_engine::time::MS_PER_SECOND;
 use pql_engine::{Event, Timestamp};
 
@@ -26,8 +26,6 @@ pub enum PutOutcome {
 pub fn event_pk(tenant: &TenantId, message_id: &str) -> String {
     format!("{tenant}#{message_id}")
 }
-
-type PutResult = Result<(PutOutcome, f64), StoreError>;
 
 impl Store {
     /// Stores one event unless the tenant already has its messageId. Returns the outcome and
@@ -75,21 +73,42 @@ impl Store {
         }
     }
 
-    /// Stores events concurrently; the outcomes come back in input order. The first error is
-    /// returned after every put has finished, so the caller knows nothing is still in flight.
+    /// Stores events, at most 16 puts in flight; outcomes (and write units) come back in
+    /// input order. The first error is returned once every put has finished, so the caller
+    /// knows nothing is still in flight. (Driven with `FuturesUnordered` over indexes: a
+    /// `buffer_unordered` over a closure borrowing the events is a future the compiler cannot
+    /// prove `Send`, rust-lang/rust#102211, and the Lambda runtime needs `Send`.)
     pub async fn put_events(
         &self,
         tenant: &TenantId,
         events: &[Event],
         retention_days: u32,
     ) -> Result<Vec<(PutOutcome, f64)>, StoreError> {
-        let mut results: Vec<(usize, PutResult)> = stream::iter(events.iter().enumerate())
-            .map(|(i, e)| async move { (i, self.put_event(tenant, e, retention_days).await) })
-            .buffer_unordered(PUT_CONCURRENCY)
-            .collect()
-            .await;
-        results.sort_by_key(|(i, _)| *i);
-        results.into_iter().map(|(_, r)| r).collect()
+        let mut outcomes = vec![(PutOutcome::Stored, 0.0); events.len()];
+        let mut first_error = None;
+        let mut pending = events.iter().enumerate();
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            while in_flight.len() < PUT_CONCURRENCY {
+                let Some((index, event)) = pending.next() else {
+                    break;
+                };
+                in_flight.push(async move {
+                    (index, self.put_event(tenant, event, retention_days).await)
+                });
+            }
+            match in_flight.next().await {
+                None => break,
+                Some((index, Ok(outcome))) => outcomes[index] = outcome,
+                Some((_, Err(error))) => {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(outcomes),
+        }
     }
 }
 
