@@ -4,6 +4,7 @@
 //! The Lambda functions, the local stack and `pql backtest` all call this crate, so they
 //! cannot disagree about what an account did or whether it qualifies.
 //!
+//! * [`attribution`]: which identities, users and accounts an event concerns.
 //! * [`event`]: the Segment Spec calls, parsed (and rejected with a reason) at the edge.
 //! * [`definition`]: what a tenant means by activated and product-qualified.
 //! * [`state`]: per-account activity, updated by the pure `apply`; bounded, idempotent and
@@ -13,6 +14,7 @@
 //! * [`ledger`]: all of it over a stream of events, in memory (backtests, tests).
 //! * [`backtest`]: summaries and precision / recall / lift against known outcomes.
 
+pub mod attribution;
 pub mod backtest;
 pub mod definition;
 pub mod evaluate;
