@@ -123,7 +123,11 @@ fn progress(m: &Milestone, set: &HitSet, signed_up_at: Option<Timestamp>, now: T
     };
     let hits = set.hits().iter().filter(in_window);
     match m.threshold {
-        Threshold::Sum { .. } => hits.map(|h| h.value as f64 / 1e6).sum(),
+        // Summed exactly, in millionths. (A float `sum()` of nothing is -0.0, which printed
+        // as "-0/10" in reasons.)
+        Threshold::Sum { .. } => {
+            hits.fold(0i64, |total, h| total.saturating_add(h.value)) as f64 / 1e6
+        }
         _ => hits.count() as f64,
     }
 }
@@ -140,11 +144,22 @@ fn target(m: &Milestone) -> f64 {
 }
 
 fn trait_test(definition: &Definition, state: &AccountState, test: &TraitTest) -> bool {
-    match test {
-        TraitTest::Account { name, op } => op.test(state.traits.get(name).map(|t| &t.value)),
+    match *test {
+        TraitTest::Account(i) => {
+            match state
+                .trait_facts(definition)
+                .and_then(|f| f.account_conditions)
+            {
+                Some(bits) => bits & (1 << i) != 0,
+                None => definition
+                    .account_conditions
+                    .get(i)
+                    .is_some_and(|c| c.test(state.traits())),
+            }
+        }
         TraitTest::User(i) => {
-            state.user_facts.get(*i).is_some_and(|s| !s.is_empty())
-                && *i < definition.user_conditions.len()
+            state.user_facts.get(i).is_some_and(|s| !s.is_empty())
+                && i < definition.user_conditions.len()
         }
     }
 }
@@ -153,11 +168,19 @@ fn event_points(definition: &Definition, state: &AccountState, now: Timestamp) -
     let scoring = &definition.scoring;
     let mut total = 0.0;
     for (rule, set) in scoring.events.iter().zip(&state.scoring) {
-        let raw: f64 = set
-            .hits()
-            .iter()
-            .map(|h| rule.points * scoring.weight(h.at.days_before(now)))
-            .sum();
+        // Hits are latest first, so weights only fall: stop at the first that is worth nothing
+        // (outside the hard window) or once the cap is reached (the rest cannot undo it).
+        let mut raw = 0.0;
+        for h in set.hits() {
+            let weight = scoring.weight(h.at.days_before(now));
+            if weight == 0.0 {
+                break;
+            }
+            raw += rule.points * weight;
+            if (rule.cap >= 0.0 && raw >= rule.cap) || (rule.cap < 0.0 && raw <= rule.cap) {
+                break;
+            }
+        }
         total += if rule.cap >= 0.0 {
             raw.min(rule.cap)
         } else {
@@ -200,8 +223,8 @@ fn facts(definition: &Definition, state: &AccountState, now: Timestamp) -> Facts
         .conditions
         .iter()
         .filter(|c| trait_test(definition, state, &c.test))
-        .map(|c| c.points)
-        .sum();
+        // Not `sum()`: an empty float sum is -0.0, shown as "fit poor: -0".
+        .fold(0.0, |total, c| total + c.points);
     let disqualified = definition.gates.iter().any(|g| match &g.test {
         GateTest::Trait(t) => trait_test(definition, state, t),
         GateTest::Milestone(i) => is_met(*i),
@@ -246,8 +269,8 @@ impl Facts {
     }
 }
 
-/// The allocation-free decision. Milestones past the 128th are not supported by the bitmap;
-/// definitions that large are rejected nowhere yet but would only lose their extra milestones.
+/// The allocation-free decision. ("Met" is a 128-bit set: definitions are compiled with at
+/// most [`crate::definition::MAX_MILESTONES`] milestones.)
 pub fn verdict(definition: &Definition, state: &AccountState, now: Timestamp) -> Verdict {
     facts(definition, state, now).verdict(definition)
 }

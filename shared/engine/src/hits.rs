@@ -81,6 +81,35 @@ impl HitRef<'_> {
             value: self.value,
         }
     }
+
+    /// This hit, stored in the allocations of one that leaves the set: sliding windows and
+    /// recency-capped points replace a hit on most events, and this spares the allocator.
+    fn into_hit(self, mut spare: Hit) -> Hit {
+        refill(&mut spare.message, self.message);
+        refill(&mut spare.user, self.user);
+        spare.at = self.at;
+        spare.value = self.value;
+        spare
+    }
+}
+
+/// Makes `slot` hold `text`, reusing its buffer when the lengths match (ids mostly do).
+fn refill(slot: &mut Box<str>, text: &str) {
+    if slot.len() != text.len() {
+        *slot = text.into();
+        return;
+    }
+    // Capacity equals length: neither `push_str` nor `into_boxed_str` reallocates.
+    let mut buffer = String::from(std::mem::take(slot));
+    buffer.clear();
+    buffer.push_str(text);
+    *slot = buffer.into_boxed_str();
+}
+
+/// String equality that rejects most different ids (sequence numbers, UUIDs) on their last
+/// byte before comparing them whole.
+fn same_id(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.as_bytes().last() == b.as_bytes().last() && a == b
 }
 
 /// The hits kept for one milestone or scoring rule, best-ranked first.
@@ -112,8 +141,8 @@ impl HitSet {
 
     fn same_key(keep: Keep, a: &Hit, b: &HitRef<'_>) -> bool {
         match keep {
-            Keep::Events(_) | Keep::Sum(_) => *a.message == *b.message,
-            Keep::Users(_) => *a.user == *b.user,
+            Keep::Events(_) | Keep::Sum(_) => same_id(&a.message, b.message),
+            Keep::Users(_) => same_id(&a.user, b.user),
             Keep::Days(_) => a.at.day() == b.at.day(),
         }
     }
@@ -150,17 +179,33 @@ impl HitSet {
                 }
             }
         }
-        if let Some(i) = self.hits.iter().position(|h| Self::same_key(keep, h, &hit)) {
-            let existing = &self.hits[i];
-            if rank(order, key, (existing.at, &existing.message)) != Ordering::Less {
-                return false;
+        let spare = match self.hits.iter().position(|h| Self::same_key(keep, h, &hit)) {
+            Some(i) => {
+                let existing = &self.hits[i];
+                if rank(order, key, (existing.at, &existing.message)) != Ordering::Less {
+                    return false;
+                }
+                Some(self.hits.remove(i))
             }
-            self.hits.remove(i);
-        }
+            // A full count keeps n: the new hit ranks before the last one (see the fast path),
+            // which `trim` would drop after the insertion anyway.
+            None => match keep {
+                Keep::Events(n) | Keep::Users(n) | Keep::Days(n)
+                    if self.hits.len() >= n as usize =>
+                {
+                    self.hits.pop()
+                }
+                _ => None,
+            },
+        };
         let at = self
             .hits
             .partition_point(|h| rank(order, (h.at, &h.message), key) == Ordering::Less);
-        self.hits.insert(at, hit.to_owned_hit());
+        let hit = match spare {
+            Some(spare) => hit.into_hit(spare),
+            None => hit.to_owned_hit(),
+        };
+        self.hits.insert(at, hit);
         self.trim(keep);
         true
     }

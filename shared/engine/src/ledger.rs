@@ -9,7 +9,8 @@
 //!   later (a consultant in two workspaces moves both). Name the account with `context.groupId`
 //!   when that is not what you want.
 //! * `alias` (previousId → userId) and `identify` carrying both ids join two identities: each
-//!   side's activity counts for the other's accounts too.
+//!   side's activity counts for the other's accounts too. Joins are transitive: all identities
+//!   joined directly or through others are one person.
 
 use std::collections::HashMap;
 
@@ -111,6 +112,17 @@ impl<'d> Ledger<'d> {
                     push_unique(&mut touched, group_id);
                 }
             }
+            (_, Some(account)) if touched.is_empty() => {
+                // The common case, an event that names its account: one entry, decided here
+                // (no list of touched accounts to build and look up again).
+                let entry = self.account_entry(account);
+                if !entry.state.apply(definition, event) {
+                    return Vec::new();
+                }
+                return decide(definition, entry, account, event.timestamp)
+                    .into_iter()
+                    .collect();
+            }
             (_, Some(account)) => {
                 let entry = self.account_entry(account);
                 if entry.state.apply(definition, event) {
@@ -130,22 +142,16 @@ impl<'d> Ledger<'d> {
             }
         }
 
-        let mut out = Vec::new();
-        for account in touched {
-            let entry = self
-                .accounts
-                .get_mut(&account)
-                .expect("touched accounts exist");
-            entry.clock = entry.clock.max(event.timestamp);
-            let v: Verdict = verdict(definition, &entry.state, entry.clock);
-            if let Some(q) = entry.lifecycle.observe(definition, &v, entry.clock) {
-                out.push(AccountQualification {
-                    account: account.to_string(),
-                    qualification: q,
-                });
-            }
-        }
-        out
+        touched
+            .iter()
+            .filter_map(|account| {
+                let entry = self
+                    .accounts
+                    .get_mut(account)
+                    .expect("touched accounts exist");
+                decide(definition, entry, account, event.timestamp)
+            })
+            .collect()
     }
 
     fn account_entry(&mut self, id: &str) -> &mut AccountEntry {
@@ -172,11 +178,22 @@ impl<'d> Ledger<'d> {
         self.users.get_mut(id).expect("inserted above")
     }
 
-    /// The identity and every identity joined to it (one hop: alias chains are short).
+    /// The identity and every identity joined to it, directly or through others: one person.
+    /// (Following only direct aliases made attribution depend on arrival order: two anonymous
+    /// ids joined to the same user id would or would not share accounts depending on whether
+    /// the group call came before or after the joins.)
     fn identities(&self, user: &str) -> Vec<Box<str>> {
         let mut ids: Vec<Box<str>> = vec![user.into()];
-        if let Some(u) = self.users.get(user) {
-            ids.extend(u.aliases.iter().cloned());
+        let mut next = 0;
+        while next < ids.len() {
+            if let Some(u) = self.users.get(&ids[next]) {
+                for alias in &u.aliases {
+                    if !ids.contains(alias) {
+                        ids.push(alias.clone());
+                    }
+                }
+            }
+            next += 1;
         }
         ids
     }
@@ -229,14 +246,14 @@ impl<'d> Ledger<'d> {
                 u.aliases.push(y.into());
             }
         }
-        // Each side's activity now counts for the other side's accounts.
+        // Everyone's activity in the now joined identity counts for all of its accounts.
         let definition = self.definition;
-        let accounts = [
-            self.users[a].accounts.clone(),
-            self.users[b].accounts.clone(),
-        ]
-        .concat();
-        let states = [self.users[a].state.clone(), self.users[b].state.clone()];
+        let accounts = self.identity_accounts(a);
+        let states: Vec<AccountState> = self
+            .identities(a)
+            .iter()
+            .filter_map(|id| self.users.get(id).map(|u| u.state.clone()))
+            .collect();
         for account in accounts {
             for state in &states {
                 if self.account_entry(&account).state.merge(definition, state) {
@@ -245,6 +262,24 @@ impl<'d> Ledger<'d> {
             }
         }
     }
+}
+
+/// Moves the account's clock to `at` and feeds the verdict then to its lifecycle.
+fn decide(
+    definition: &Definition,
+    entry: &mut AccountEntry,
+    account: &str,
+    at: Timestamp,
+) -> Option<AccountQualification> {
+    entry.clock = entry.clock.max(at);
+    let v: Verdict = verdict(definition, &entry.state, entry.clock);
+    entry
+        .lifecycle
+        .observe(definition, &v, entry.clock)
+        .map(|qualification| AccountQualification {
+            account: account.to_owned(),
+            qualification,
+        })
 }
 
 fn push_unique(list: &mut Vec<Box<str>>, item: &str) {

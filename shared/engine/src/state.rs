@@ -26,7 +26,7 @@ pub struct TraitValue {
     pub message: Box<str>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AccountState {
     /// The definition version whose milestones the hit sets follow.
     pub definition_version: String,
@@ -38,8 +38,70 @@ pub struct AccountState {
     pub scoring: Vec<HitSet>,
     /// One per user condition of the definition: the first event where some user matched.
     pub user_facts: Vec<HitSet>,
-    /// Account traits the definition reads, from `group` calls.
-    pub traits: BTreeMap<String, TraitValue>,
+    /// Account traits the definition reads, from `group` calls. Written only by `apply` and
+    /// `merge`, which keep `trait_facts` in step; read with [`AccountState::traits`].
+    traits: BTreeMap<String, TraitValue>,
+    /// What the traits mean for the definition the state follows; derived, so not stored.
+    #[serde(skip)]
+    trait_facts: Option<TraitFacts>,
+}
+
+/// The part of a decision that depends on the account traits alone, worked out when the traits
+/// change rather than at every evaluation (looking traits up and parsing them was a third of
+/// the cost of `verdict`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TraitFacts {
+    /// The sign-up time the definition's sign-up trait gives, when it is a valid time.
+    pub signup: Option<Timestamp>,
+    /// Bit i: the definition's i-th account condition holds (`None` with more than 64).
+    pub account_conditions: Option<u64>,
+}
+
+impl TraitFacts {
+    fn of(definition: &Definition, traits: &BTreeMap<String, TraitValue>) -> Self {
+        let account_conditions = (definition.account_conditions.len() <= 64).then(|| {
+            definition
+                .account_conditions
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.test(traits))
+                .fold(0u64, |bits, (i, _)| bits | 1 << i)
+        });
+        TraitFacts {
+            signup: signup_trait(definition, traits),
+            account_conditions,
+        }
+    }
+}
+
+/// Equal when the activity and traits are equal; the derived `trait_facts` do not count.
+impl PartialEq for AccountState {
+    fn eq(&self, other: &Self) -> bool {
+        self.definition_version == other.definition_version
+            && self.first_seen == other.first_seen
+            && self.last_seen == other.last_seen
+            && self.milestones == other.milestones
+            && self.scoring == other.scoring
+            && self.user_facts == other.user_facts
+            && self.traits == other.traits
+    }
+}
+
+/// The time the definition's sign-up trait holds, if it is one: an ISO-8601 string or a number
+/// of seconds since the epoch.
+fn signup_trait(
+    definition: &Definition,
+    traits: &BTreeMap<String, TraitValue>,
+) -> Option<Timestamp> {
+    definition
+        .signup_trait
+        .as_ref()
+        .and_then(|name| traits.get(name))
+        .and_then(|t| match &t.value {
+            Value::String(s) => Timestamp::parse(s).ok(),
+            Value::Number(n) => n.as_i64().map(|secs| Timestamp(secs.saturating_mul(1000))),
+            _ => None,
+        })
 }
 
 /// How a milestone's hit set is kept.
@@ -63,13 +125,34 @@ const FACT: (Order, Keep) = (Order::Earliest, Keep::Events(1));
 
 impl AccountState {
     pub fn new(definition: &Definition) -> Self {
-        AccountState {
+        let mut state = AccountState {
             definition_version: definition.version.clone(),
             milestones: vec![HitSet::default(); definition.milestones.len()],
             scoring: vec![HitSet::default(); definition.scoring.events.len()],
             user_facts: vec![HitSet::default(); definition.user_conditions.len()],
             ..AccountState::default()
-        }
+        };
+        state.refresh_trait_facts(definition);
+        state
+    }
+
+    /// The account traits the definition reads, by name.
+    pub fn traits(&self) -> &BTreeMap<String, TraitValue> {
+        &self.traits
+    }
+
+    /// The trait facts, when they were worked out for `definition` (they are not after
+    /// deserialising, until the next `apply` or `merge`).
+    pub fn trait_facts(&self, definition: &Definition) -> Option<&TraitFacts> {
+        self.trait_facts
+            .as_ref()
+            .filter(|_| self.follows(definition))
+    }
+
+    fn refresh_trait_facts(&mut self, definition: &Definition) {
+        self.trait_facts = self
+            .follows(definition)
+            .then(|| TraitFacts::of(definition, &self.traits));
     }
 
     /// Whether this state was built for `definition` (otherwise rebuild it from raw events).
@@ -119,13 +202,21 @@ impl AccountState {
             }
             EventKind::Identify => changed |= self.user_facts_from(definition, event, hit(0)),
             EventKind::Group { .. } => {
+                let mut traits_changed = false;
                 for name in &definition.account_traits {
                     if let Some(value) = event.traits.get(name) {
-                        changed |= self.set_trait(name, value, event.timestamp, message);
+                        traits_changed |= self.set_trait(name, value, event.timestamp, message);
                     }
                 }
+                if traits_changed {
+                    self.refresh_trait_facts(definition);
+                }
+                changed |= traits_changed;
             }
             EventKind::Alias { .. } => {}
+        }
+        if self.trait_facts.is_none() {
+            self.refresh_trait_facts(definition);
         }
         changed
     }
@@ -195,25 +286,24 @@ impl AccountState {
         for (set, theirs) in self.user_facts.iter_mut().zip(&other.user_facts) {
             changed |= set.merge(FACT.0, FACT.1, theirs);
         }
+        let mut traits_changed = false;
         for (name, t) in &other.traits {
-            changed |= self.set_trait(name, &t.value, t.at, &t.message);
+            traits_changed |= self.set_trait(name, &t.value, t.at, &t.message);
         }
-        changed
+        if traits_changed || self.trait_facts.is_none() {
+            self.refresh_trait_facts(definition);
+        }
+        changed | traits_changed
     }
 
     /// When the account signed up: the definition's sign-up trait if the account has a valid
     /// one, else the first event seen.
     pub fn signed_up_at(&self, definition: &Definition) -> Option<Timestamp> {
-        definition
-            .signup_trait
-            .as_ref()
-            .and_then(|name| self.traits.get(name))
-            .and_then(|t| match &t.value {
-                Value::String(s) => Timestamp::parse(s).ok(),
-                Value::Number(n) => n.as_i64().map(|secs| Timestamp(secs.saturating_mul(1000))),
-                _ => None,
-            })
-            .or(self.first_seen)
+        match self.trait_facts(definition) {
+            Some(facts) => facts.signup,
+            None => signup_trait(definition, &self.traits),
+        }
+        .or(self.first_seen)
     }
 
     /// The account's name trait, when a `group` call gave one.

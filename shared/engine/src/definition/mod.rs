@@ -9,7 +9,7 @@ pub mod condition;
 mod errors;
 pub mod spec;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sha2::{Digest, Sha256};
 
@@ -20,11 +20,14 @@ use spec::{
 };
 
 use crate::event::{Event, EventKind};
+use crate::state::TraitValue;
 
 /// The longest window a definition may use (ten years).
 pub const MAX_WINDOW_DAYS: f64 = 3650.0;
 /// The most events a single threshold may need (count, distinct users or days, points cap).
 pub const MAX_THRESHOLD: i64 = 10_000;
+/// The most milestones a definition may have (evaluation keeps "met" in a 128-bit set).
+pub const MAX_MILESTONES: usize = 128;
 
 /// A checked, compiled definition. Build one with [`Definition::from_toml`],
 /// [`Definition::from_json`] or [`Definition::compile`].
@@ -44,6 +47,8 @@ pub struct Definition {
     pub pql: PqlRule,
     /// Account traits the definition reads; only these are kept in account state.
     pub account_traits: Vec<String>,
+    /// Conditions on account traits (from fit and gates).
+    pub account_conditions: Vec<AccountCondition>,
     /// Conditions on user traits (from fit and gates), tracked as "some user matched".
     pub user_conditions: Vec<Condition>,
 }
@@ -189,12 +194,25 @@ pub struct FitCondition {
     pub test: TraitTest,
 }
 
-/// A condition on the account's traits, or on "some user" by index into
-/// [`Definition::user_conditions`].
-#[derive(Debug, Clone)]
+/// A condition on the account's traits, by index into [`Definition::account_conditions`], or
+/// on "some user", by index into [`Definition::user_conditions`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TraitTest {
-    Account { name: String, op: Op },
+    Account(usize),
     User(usize),
+}
+
+/// A condition on one account trait (the latest value a `group` call gave).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountCondition {
+    pub name: String,
+    pub op: Op,
+}
+
+impl AccountCondition {
+    pub fn test(&self, traits: &BTreeMap<String, TraitValue>) -> bool {
+        self.op.test(traits.get(&self.name).map(|t| &t.value))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -332,6 +350,7 @@ fn version_of(spec: &DefinitionSpec) -> String {
 struct Compiler {
     errors: Vec<DefinitionError>,
     account_traits: BTreeSet<String>,
+    account_conditions: Vec<AccountCondition>,
     user_conditions: Vec<Condition>,
 }
 
@@ -364,6 +383,13 @@ impl Compiler {
             .enumerate()
             .filter_map(|(i, m)| self.milestone(root.key("milestone").index(i), m))
             .collect();
+        if spec.milestones.len() > MAX_MILESTONES {
+            self.error(
+                root.key("milestone").index(MAX_MILESTONES),
+                format!("the definition has {} milestones", spec.milestones.len()),
+                format!("at most {MAX_MILESTONES} milestones"),
+            );
+        }
         let mut names: HashMap<&str, usize> = HashMap::new();
         for (i, m) in spec.milestones.iter().enumerate() {
             if let Some(first) = names.insert(&m.name, i) {
@@ -556,6 +582,7 @@ impl Compiler {
                 reentry,
             },
             account_traits: self.account_traits.into_iter().collect(),
+            account_conditions: self.account_conditions,
             user_conditions: self.user_conditions,
             spec,
         })
@@ -622,11 +649,17 @@ impl Compiler {
                 Require::AtLeast(*k as usize)
             }
             RequireSpec::AtLeast(k) => {
-                self.error(
-                    path.key("require"),
-                    format!("at least {k} of {} milestones can never hold", names.len()),
-                    format!("a number from 1 to {}", names.len()),
-                );
+                let message = if *k < 1 {
+                    format!("`require = {k}` would hold without any milestone met")
+                } else {
+                    format!("at least {k} of {} milestones can never hold", names.len())
+                };
+                let allowed = if names.is_empty() {
+                    "\"all\" or \"any\" (no milestones are listed)".to_string()
+                } else {
+                    format!("a number from 1 to {}", names.len())
+                };
+                self.error(path.key("require"), message, allowed);
                 return None;
             }
         };
@@ -911,10 +944,18 @@ impl Compiler {
         match (&c.property, &c.trait_name, &c.account_trait, &c.user_trait) {
             (None, None, Some(name), None) => {
                 self.account_traits.insert(name.clone());
-                Some(TraitTest::Account {
+                let condition = AccountCondition {
                     name: name.clone(),
                     op: op?,
-                })
+                };
+                let index = match self.account_conditions.iter().position(|c| *c == condition) {
+                    Some(i) => i,
+                    None => {
+                        self.account_conditions.push(condition);
+                        self.account_conditions.len() - 1
+                    }
+                };
+                Some(TraitTest::Account(index))
             }
             (None, None, None, Some(name)) => {
                 let condition = Condition {
