@@ -14,9 +14,10 @@
 
 use std::collections::HashMap;
 
+use crate::attribution::{attribute, push_unique, Join, Link, Target};
 use crate::definition::Definition;
 use crate::evaluate::{evaluate, verdict, Decision, Verdict};
-use crate::event::{Event, EventKind};
+use crate::event::Event;
 use crate::lifecycle::{Lifecycle, Qualification};
 use crate::state::AccountState;
 use crate::time::Timestamp;
@@ -87,32 +88,21 @@ impl<'d> Ledger<'d> {
             .map(|a| evaluate(self.definition, &a.state, now))
     }
 
-    /// Applies one event; returns the qualifications it caused (usually none).
+    /// Applies one event; returns the qualifications it caused (usually none). Carries out
+    /// the event's [`attribute`] plan, as the activation function does on DynamoDB records.
     pub fn ingest(&mut self, event: &Event) -> Vec<AccountQualification> {
         let definition = self.definition;
-        let user_key = event.user_key();
+        let plan = attribute(event);
         let mut touched: Vec<Box<str>> = Vec::new();
 
-        if let (Some(user), Some(anon)) = (&event.user_id, &event.anonymous_id) {
-            if matches!(event.kind, EventKind::Identify) {
-                self.join(user, anon, &mut touched);
-            }
+        if let Some(Join { user, other }) = plan.join {
+            self.join(user, other, &mut touched);
         }
-        if let EventKind::Alias { previous_id } = &event.kind {
-            if let Some(user) = &event.user_id {
-                self.join(user, previous_id, &mut touched);
-            }
+        if let Some(Link { user, account }) = plan.link {
+            self.link(user, account, &mut touched);
         }
-
-        match (&event.kind, event.account_id()) {
-            (EventKind::Group { group_id }, _) => {
-                self.link(user_key, group_id, &mut touched);
-                let entry = self.account_entry(group_id);
-                if entry.state.apply(definition, event) {
-                    push_unique(&mut touched, group_id);
-                }
-            }
-            (_, Some(account)) if touched.is_empty() => {
+        match plan.target {
+            Target::Account(account) if touched.is_empty() => {
                 // The common case, an event that names its account: one entry, decided here
                 // (no list of touched accounts to build and look up again).
                 let entry = self.account_entry(account);
@@ -123,16 +113,15 @@ impl<'d> Ledger<'d> {
                     .into_iter()
                     .collect();
             }
-            (_, Some(account)) => {
+            Target::Account(account) => {
                 let entry = self.account_entry(account);
                 if entry.state.apply(definition, event) {
                     push_unique(&mut touched, account);
                 }
             }
-            (_, None) => {
-                let accounts = self.identity_accounts(user_key);
-                let user = self.user_entry(user_key);
-                user.state.apply(definition, event);
+            Target::User(user) => {
+                let accounts = self.identity_accounts(user);
+                self.user_entry(user).state.apply(definition, event);
                 for account in accounts {
                     let entry = self.account_entry(&account);
                     if entry.state.apply(definition, event) {
@@ -280,10 +269,4 @@ fn decide(
             account: account.to_owned(),
             qualification,
         })
-}
-
-fn push_unique(list: &mut Vec<Box<str>>, item: &str) {
-    if !list.iter().any(|x| &**x == item) {
-        list.push(item.into());
-    }
 }
