@@ -54,11 +54,21 @@ fn seen_from(image: &serde_dynamo::Item) -> Option<Seen> {
     if item.get("sk")?.as_u64()? == 0 {
         return None; // the lifecycle item, not an alert
     }
-    let text = |k: &str| item.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let text = |k: &str| {
+        item.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
     let decision: Value = serde_json::from_str(&text("decision")).unwrap_or(Value::Null);
     let milestones = decision["milestones"]
         .as_array()
-        .map(|ms| ms.iter().filter(|m| m["met"] == true).filter_map(|m| m["name"].as_str().map(str::to_owned)).collect())
+        .map(|ms| {
+            ms.iter()
+                .filter(|m| m["met"] == true)
+                .filter_map(|m| m["name"].as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     Some(Seen {
         account: text("account"),
@@ -88,10 +98,20 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     // it (explicit timestamps, no sentAt, so no clock-skew correction against today).
     let now = Timestamp::now();
     let start = Timestamp((now.millis() / MS_PER_DAY - i64::from(args.days)) * MS_PER_DAY);
-    let simulation = Simulation::new(SimConfig { accounts: args.accounts, days: args.days, start, seed: args.seed });
+    let simulation = Simulation::new(SimConfig {
+        accounts: args.accounts,
+        days: args.days,
+        start,
+        seed: args.seed,
+    });
     let calls: Vec<Value> = simulation
         .events()
-        .filter(|c| c["timestamp"].as_str().and_then(|t| Timestamp::parse(t).ok()).is_some_and(|t| t <= now))
+        .filter(|c| {
+            c["timestamp"]
+                .as_str()
+                .and_then(|t| Timestamp::parse(t).ok())
+                .is_some_and(|t| t <= now)
+        })
         .map(|mut c| {
             if let Some(o) = c.as_object_mut() {
                 o.remove("sentAt");
@@ -103,7 +123,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .collect();
 
     // What `pql backtest` decides on the same calls.
-    let parsed: Vec<_> = calls.iter().filter_map(|c| parse_call(&serde_json::to_vec(c).ok()?, None, None).ok()).collect();
+    let parsed: Vec<_> = calls
+        .iter()
+        .filter_map(|c| parse_call(&serde_json::to_vec(c).ok()?, None, None).ok())
+        .collect();
     let mut ledger = Ledger::new(&definition);
     let mut expected: HashMap<String, Timestamp> = HashMap::new();
     for event in &parsed {
@@ -112,7 +135,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         }
     }
 
-    eprintln!("pql demo: {} accounts, {} days of trial telemetry, {} calls at {} calls/s", args.accounts, args.days, calls.len(), args.rate);
+    eprintln!(
+        "pql demo: {} accounts, {} days of trial telemetry, {} calls at {} calls/s",
+        args.accounts,
+        args.days,
+        calls.len(),
+        args.rate
+    );
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let stack = LocalStack::start(options).await.context("starting the local stack")?;

@@ -35,10 +35,14 @@ pub struct StackArgs {
 pub fn load_definition(path: Option<&Path>) -> anyhow::Result<Definition> {
     match path {
         Some(path) => {
-            let source = std::fs::read_to_string(path).with_context(|| format!("cannot read the definition {}", path.display()))?;
+            let source = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the definition {}", path.display()))?;
             Ok(Definition::load(&path.display().to_string(), &source)?)
         }
-        None => Ok(Definition::from_toml("examples/definition.toml", EXAMPLE_DEFINITION)?),
+        None => Ok(Definition::from_toml(
+            "examples/definition.toml",
+            EXAMPLE_DEFINITION,
+        )?),
     }
 }
 

@@ -209,7 +209,11 @@ impl Activation {
         report: &mut BatchReport,
     ) -> Result<(), ActivationError> {
         let (tenant, event) = decode_record(record)?;
-        let definition = self.definitions.get(&self.store, &tenant).await?;
+        let definition = self
+            .definitions
+            .get(&self.store, &tenant)
+            .await?
+            .ok_or_else(|| ActivationError::UnknownTenant(tenant.to_string()))?;
         let mut cx = Cx {
             tenant: &tenant,
             definition: &definition,

@@ -27,11 +27,11 @@
 //! of times, after which the stream record fails and is retried by the event-source mapping.
 
 mod apply;
-mod definitions;
+
 mod handler;
 
-pub use definitions::DefinitionCache;
 pub use handler::{Activation, BatchReport, RetryPolicy, SaveHook, Usage};
+pub use pql_store::definitions::DefinitionCache;
 
 use pql_store::{RecordKind, StoreError};
 

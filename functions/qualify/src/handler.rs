@@ -24,7 +24,7 @@ use pql_store::tenants::TenantId;
 use pql_store::{AccountRecord, Store, StoreError};
 use serde_dynamo::AttributeValue;
 
-use crate::definitions::DefinitionCache;
+use pql_store::definitions::DefinitionCache;
 
 /// Why a record was not observed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,8 +11,7 @@
 //! * [`handler`]: the stream batch, record by record, with batch item failures.
 //! * [`definitions`]: each tenant's active definition, cached for a short while.
 
-pub mod definitions;
 pub mod handler;
 
-pub use definitions::DefinitionCache;
 pub use handler::{Qualifier, RecordOutcome, Skip};
+pub use pql_store::definitions::DefinitionCache;

@@ -6,24 +6,13 @@ use std::sync::Arc;
 use aws_lambda_events::event::dynamodb::Event;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use pql_qualify::Qualifier;
-use pql_store::{Store, Tables};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_max_level(tracing::Level::INFO)
-        .with_current_span(false)
-        .with_ansi(false)
-        .without_time()
-        .with_target(false)
-        .init();
-
+    pql_lambda_init::init_logs();
     // Built once per Lambda instance, reused by every invocation.
-    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let client = aws_sdk_dynamodb::Client::new(&config);
-    let tables = Tables::from_env()?;
-    let qualifier = Arc::new(Qualifier::new(Store::new(client, tables)));
+    let store = pql_lambda_init::store_from_env().await?;
+    let qualifier = Arc::new(Qualifier::new(store));
 
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Event>| {
         let qualifier = qualifier.clone();

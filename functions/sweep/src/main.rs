@@ -6,25 +6,14 @@ use std::sync::Arc;
 
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use pql_engine::Timestamp;
-use pql_store::{Store, Tables};
 use pql_sweep::Sweeper;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_max_level(tracing::Level::INFO)
-        .with_current_span(false)
-        .with_ansi(false)
-        .without_time()
-        .with_target(false)
-        .init();
-
+    pql_lambda_init::init_logs();
     // Built once per Lambda instance, reused by every invocation.
-    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let client = aws_sdk_dynamodb::Client::new(&config);
-    let tables = Tables::from_env()?;
-    let sweeper = Arc::new(Sweeper::new(Store::new(client, tables)));
+    let store = pql_lambda_init::store_from_env().await?;
+    let sweeper = Arc::new(Sweeper::new(store));
 
     lambda_runtime::run(service_fn(move |_event: LambdaEvent<serde_json::Value>| {
         let sweeper = sweeper.clone();

@@ -11,6 +11,7 @@
 //! * [`template`]: creates the tables exactly as the SAM template declares them.
 
 pub mod alerts;
+pub mod definitions;
 pub mod events;
 pub mod records;
 pub mod sweep;

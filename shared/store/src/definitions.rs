@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::tenants::TenantId;
+use crate::{Store, StoreError};
 use pql_engine::Definition;
-use pql_store::tenants::TenantId;
-use pql_store::{Store, StoreError};
 
 pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
 
