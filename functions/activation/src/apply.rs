@@ -2,8 +2,10 @@
 
 use std::collections::VecDeque;
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use pql_engine::attribution::{attribute, push_unique, Target};
 use pql_engine::{AccountState, Definition, Event, Timestamp};
+use pql_store::sweep::{due_attributes, next_due};
 use pql_store::tenants::TenantId;
 use pql_store::{AccountRecord, RecordKind, UserRecord};
 use serde::de::DeserializeOwned;
@@ -27,6 +29,15 @@ trait Record: Serialize + DeserializeOwned + Send + Sync {
     fn state_mut(&mut self) -> &mut AccountState;
     /// Called once the record changed, before it is written.
     fn touched(&mut self, _at: Timestamp) {}
+    /// More attributes for the item's put (the account's place in the sweep index).
+    fn index_attributes(
+        &self,
+        _tenant: &TenantId,
+        _id: &str,
+        _definition: &Definition,
+    ) -> Vec<(String, AttributeValue)> {
+        Vec::new()
+    }
 }
 
 impl Record for AccountRecord {
@@ -44,6 +55,15 @@ impl Record for AccountRecord {
     }
 
     /// Decisions are made at the latest event time that changed the account (as `Ledger`).
+    fn index_attributes(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        definition: &Definition,
+    ) -> Vec<(String, AttributeValue)> {
+        due_attributes(tenant, id, next_due(definition, &self.state, self.clock))
+    }
+
     fn touched(&mut self, at: Timestamp) {
         self.clock = self.clock.max(at);
     }
@@ -251,7 +271,14 @@ impl Activation {
             }
             match self
                 .store
-                .save_record(cx.tenant, R::KIND, id, &record, version)
+                .save_record_with(
+                    cx.tenant,
+                    R::KIND,
+                    id,
+                    &record,
+                    version,
+                    record.index_attributes(cx.tenant, id, definition),
+                )
                 .await?
             {
                 Ok((_, units)) => {

@@ -137,6 +137,21 @@ impl Store {
         value: &T,
         read_version: u64,
     ) -> Result<Result<(u64, f64), Conflict>, StoreError> {
+        self.save_record_with(tenant, kind, id, value, read_version, Vec::new())
+            .await
+    }
+
+    /// [`Store::save_record`] with more attributes on the item (e.g. the sweep index's
+    /// `sweep_shard` / `due_at`: a put replaces the whole item, so they go in every write).
+    pub async fn save_record_with<T: Serialize>(
+        &self,
+        tenant: &TenantId,
+        kind: RecordKind,
+        id: &str,
+        value: &T,
+        read_version: u64,
+        extra: Vec<(String, AttributeValue)>,
+    ) -> Result<Result<(u64, f64), Conflict>, StoreError> {
         let table = &self.tables.state;
         let version = read_version + 1;
         let mut request = self
@@ -150,6 +165,9 @@ impl Store {
             .item("version", AttributeValue::N(version.to_string()))
             .item("body", AttributeValue::B(Blob::new(encode_body(value))))
             .return_consumed_capacity(ReturnConsumedCapacity::Total);
+        for (name, value) in extra {
+            request = request.item(name, value);
+        }
         request = if read_version == 0 {
             request.condition_expression("attribute_not_exists(pk)")
         } else {
