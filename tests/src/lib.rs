@@ -1,9 +1,12 @@
-//! Helpers for the end-to-end tests of the `pql` binary.
+//! Helpers for the end-to-end tests of the `pql` binary, and ([`stack`]) of the pipeline on the
+//! local stack.
 //!
 //! The binary belongs to another package (`pql-cli`), so Cargo does not hand its path to these
 //! tests. It is built (or found up to date) once per test process with
 //! `cargo build -p pql-cli --bin pql` through escargot, which also guarantees the tests never
 //! run a stale binary.
+
+pub mod stack;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -11,8 +11,10 @@
 //! `pql local`, `pql demo` and the end-to-end tests all start it with [`LocalStack::start`] and
 //! stop it with [`LocalStack::stop`]; nothing is left running afterwards.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,12 +25,35 @@ use pql_ingest::{App, Config as IngestConfig};
 use pql_qualify::Qualifier;
 use pql_store::tenants::TenantId;
 use pql_store::{template, Store, Tables};
-use pql_stream_pump::{CancellationToken, EventNameFilter, MappingConfig, Parked};
+use pql_stream_pump::{
+    CancellationToken, DynamoDbEventResponse, Event, EventNameFilter, HandlerError, MappingConfig,
+    Parked,
+};
 use pql_sweep::Sweeper;
 use tokio::task::JoinSet;
 
 /// The one description of the tables: the SAM template, compiled in.
 pub const TEMPLATE: &str = include_str!("../../../infra/template.yaml");
+
+/// A stream handler as a value: what the activation pump invokes.
+pub type BoxedHandler = Arc<
+    dyn Fn(
+            Event,
+        )
+            -> Pin<Box<dyn Future<Output = Result<DynamoDbEventResponse, HandlerError>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Wraps the activation handler (tests: inject a failure, count invocations). Not for production.
+#[derive(Clone)]
+pub struct WrapHandler(pub Arc<dyn Fn(BoxedHandler) -> BoxedHandler + Send + Sync>);
+
+impl std::fmt::Debug for WrapHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WrapHandler(..)")
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -49,11 +74,18 @@ pub struct Options {
     pub qualify_mapping: MappingConfig,
     /// How often the sweep runs.
     pub sweep_interval: Duration,
+    /// Wraps the activation function's handler (tests inject failures with it); `None`: as is.
+    pub wrap_activation: Option<WrapHandler>,
 }
 
 impl Options {
     /// Defaults matching the template's mappings; the tests and the demo shorten timings.
-    pub fn new(tenant: TenantId, write_key: String, definition: Definition, repo_root: PathBuf) -> Options {
+    pub fn new(
+        tenant: TenantId,
+        write_key: String,
+        definition: Definition,
+        repo_root: PathBuf,
+    ) -> Options {
         let mapping = MappingConfig {
             batch_size: 100,
             maximum_retry_attempts: 5,
@@ -70,9 +102,16 @@ impl Options {
             definition,
             table_prefix: format!("pql-{}-", std::process::id()),
             repo_root,
-            activation_mapping: MappingConfig { filter: Some(EventNameFilter::new(["INSERT"])), ..mapping.clone() },
-            qualify_mapping: MappingConfig { filter: Some(EventNameFilter::new(["INSERT", "MODIFY"])), ..mapping },
+            activation_mapping: MappingConfig {
+                filter: Some(EventNameFilter::new(["INSERT"])),
+                ..mapping.clone()
+            },
+            qualify_mapping: MappingConfig {
+                filter: Some(EventNameFilter::new(["INSERT", "MODIFY"])),
+                ..mapping
+            },
             sweep_interval: Duration::from_secs(60),
+            wrap_activation: None,
         }
     }
 }
@@ -84,7 +123,10 @@ pub enum LocalStackError {
     #[error(transparent)]
     Store(#[from] pql_store::StoreError),
     #[error("cannot listen on {address}: {source}")]
-    Listen { address: SocketAddr, source: std::io::Error },
+    Listen {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("table {0} has no stream; is infra/template.yaml's StreamSpecification there?")]
     NoStream(String),
     #[error("stream pump: {0}")]
@@ -112,8 +154,14 @@ async fn stream_arn(store: &Store, table: &str) -> Result<String, LocalStackErro
         .table_name(table)
         .send()
         .await
-        .map_err(|e| pql_store::StoreError::Dynamo { operation: "DescribeTable", table: table.to_owned(), message: e.to_string() })?;
-    out.table.and_then(|t| t.latest_stream_arn).ok_or_else(|| LocalStackError::NoStream(table.to_owned()))
+        .map_err(|e| pql_store::StoreError::Dynamo {
+            operation: "DescribeTable",
+            table: table.to_owned(),
+            message: e.to_string(),
+        })?;
+    out.table
+        .and_then(|t| t.latest_stream_arn)
+        .ok_or_else(|| LocalStackError::NoStream(table.to_owned()))
 }
 
 impl LocalStack {
@@ -131,7 +179,9 @@ impl LocalStack {
         let client = pql_store::local_client(&endpoint);
         template::create_tables(&client, TEMPLATE, &options.table_prefix).await?;
         let store = Store::new(client, Tables::with_prefix(&options.table_prefix));
-        store.put_tenant(&options.tenant, &options.write_key, &options.definition).await?;
+        store
+            .put_tenant(&options.tenant, &options.write_key, &options.definition)
+            .await?;
 
         let shutdown = CancellationToken::new();
         let mut tasks: JoinSet<Result<(), String>> = JoinSet::new();
@@ -141,19 +191,28 @@ impl LocalStack {
         let streams = pql_stream_pump::local_client(&endpoint);
         let (parked_tx, mut parked_rx) = tokio::sync::mpsc::channel::<Parked>(64);
         let activation = Arc::new(Activation::new(store.clone()));
+        let mut handler: BoxedHandler = Arc::new(move |event| {
+            let activation = Arc::clone(&activation);
+            Box::pin(async move { Ok(activation.handle(event).await) })
+        });
+        if let Some(WrapHandler(wrap)) = &options.wrap_activation {
+            handler = wrap(handler);
+        }
         let pump = pql_stream_pump::start(
             streams.clone(),
             stream_arn(&store, &store.tables().events).await?,
             options.activation_mapping.clone(),
-            Arc::new(move |event| {
-                let activation = Arc::clone(&activation);
-                async move { Ok(activation.handle(event).await) }
-            }),
+            Arc::new(move |event| handler(event)),
             parked_tx.clone(),
         )
         .await?;
         let token = shutdown.clone();
-        tasks.spawn(async move { pump.run(token).await.map(drop).map_err(|e| format!("activation pump: {e}")) });
+        tasks.spawn(async move {
+            pump.run(token)
+                .await
+                .map(drop)
+                .map_err(|e| format!("activation pump: {e}"))
+        });
 
         let qualifier = Arc::new(Qualifier::new(store.clone()));
         let pump = pql_stream_pump::start(
@@ -168,7 +227,12 @@ impl LocalStack {
         )
         .await?;
         let token = shutdown.clone();
-        tasks.spawn(async move { pump.run(token).await.map(drop).map_err(|e| format!("qualify pump: {e}")) });
+        tasks.spawn(async move {
+            pump.run(token)
+                .await
+                .map(drop)
+                .map_err(|e| format!("qualify pump: {e}"))
+        });
 
         let keep = Arc::clone(&parked);
         tasks.spawn(async move {
@@ -199,13 +263,34 @@ impl LocalStack {
 
         let listener = tokio::net::TcpListener::bind(options.listen)
             .await
-            .map_err(|source| LocalStackError::Listen { address: options.listen, source })?;
-        let ingest_address = listener.local_addr().map_err(|source| LocalStackError::Listen { address: options.listen, source })?;
+            .map_err(|source| LocalStackError::Listen {
+                address: options.listen,
+                source,
+            })?;
+        let ingest_address = listener
+            .local_addr()
+            .map_err(|source| LocalStackError::Listen {
+                address: options.listen,
+                source,
+            })?;
         let app = Arc::new(App::new(store.clone(), IngestConfig::default()));
         let token = shutdown.clone();
-        tasks.spawn(async move { pql_ingest::local::serve(listener, app, token.cancelled_owned()).await.map_err(|e| format!("ingest server: {e}")) });
+        tasks.spawn(async move {
+            pql_ingest::local::serve(listener, app, token.cancelled_owned())
+                .await
+                .map_err(|e| format!("ingest server: {e}"))
+        });
 
-        Ok(LocalStack { endpoint, store, ingest_address, tenant: options.tenant, shutdown, tasks, parked, _dynamodb: dynamodb })
+        Ok(LocalStack {
+            endpoint,
+            store,
+            ingest_address,
+            tenant: options.tenant,
+            shutdown,
+            tasks,
+            parked,
+            _dynamodb: dynamodb,
+        })
     }
 
     /// The ingest base URL, e.g. `http://127.0.0.1:8787`.
@@ -215,7 +300,10 @@ impl LocalStack {
 
     /// Records the pumps gave up on so far (what would sit in the failure queue).
     pub fn parked(&self) -> Vec<Parked> {
-        self.parked.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.parked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Stops the server and the consumers, waits for them, then stops DynamoDB Local.
