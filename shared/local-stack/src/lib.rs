@@ -33,7 +33,7 @@ use pql_sweep::Sweeper;
 use tokio::task::JoinSet;
 
 /// The one description of the tables: the SAM template, compiled in.
-pub const TEMPLATE: &str = include_str!("../../../infra/template.yaml");
+pub use pql_store::template::SAM_TEMPLATE as TEMPLATE;
 
 /// A stream handler as a value: what the activation pump invokes.
 pub type BoxedHandler = Arc<

@@ -17,6 +17,8 @@ pub mod records;
 pub mod sweep;
 pub mod template;
 pub mod tenants;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use aws_sdk_dynamodb::Client;
 

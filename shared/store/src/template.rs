@@ -219,3 +219,6 @@ pub async fn create_tables(
     }
     Ok(specs)
 }
+
+/// The one description of the tables, compiled in: `infra/template.yaml`.
+pub const SAM_TEMPLATE: &str = include_str!("../../../infra/template.yaml");

@@ -2,13 +2,13 @@
 
 use std::path::Path;
 
-use pql_dynamodb_local::{repo_root_from, DynamoDbLocal};
+use pql_dynamodb_local::repo_root_from;
 use pql_engine::event::parse_call;
 use pql_engine::{AccountState, Definition};
 use pql_store::events::PutOutcome;
 use pql_store::template::tables_in;
 use pql_store::tenants::TenantId;
-use pql_store::{local_client, template, Conflict, RecordKind, Store, Tables};
+use pql_store::{Conflict, RecordKind};
 
 fn root() -> std::path::PathBuf {
     repo_root_from(Path::new(env!("CARGO_MANIFEST_DIR"))).expect("repository root")
@@ -19,30 +19,7 @@ fn definition() -> Definition {
     Definition::from_toml("examples/definition.toml", &source).unwrap()
 }
 
-/// A store on fresh tables (unique prefix) in DynamoDB Local: the one `scripts/test.sh`
-/// started (`PQL_DYNAMODB_ENDPOINT`), else a new one for this test.
-async fn fresh_store() -> (Store, Option<DynamoDbLocal>) {
-    let (endpoint, db) = match std::env::var("PQL_DYNAMODB_ENDPOINT") {
-        Ok(endpoint) => (endpoint, None),
-        Err(_) => {
-            let db = DynamoDbLocal::start(&root()).unwrap_or_else(|e| panic!("{e}"));
-            (db.endpoint(), Some(db))
-        }
-    };
-    let client = local_client(&endpoint);
-    let prefix = format!(
-        "t{}-",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    let source = std::fs::read_to_string(root().join("infra/template.yaml")).unwrap();
-    template::create_tables(&client, &source, &prefix)
-        .await
-        .unwrap();
-    (Store::new(client, Tables::with_prefix(&prefix)), db)
-}
+use pql_store::testing::fresh_store;
 
 #[tokio::test]
 async fn tables_match_the_template() {

@@ -15,7 +15,7 @@ use pql_engine::event::parse_call;
 use pql_engine::{evaluate, Decision, Definition, Event, Ledger, Timestamp};
 use pql_store::events::{event_pk, PutOutcome};
 use pql_store::tenants::TenantId;
-use pql_store::{local_client, template, AccountRecord, RecordKind, Store, Tables, UserRecord};
+use pql_store::{AccountRecord, RecordKind, Store, UserRecord};
 
 pub fn root() -> PathBuf {
     repo_root_from(Path::new(env!("CARGO_MANIFEST_DIR"))).expect("repository root")
@@ -38,26 +38,7 @@ pub struct Env {
 
 impl Env {
     pub async fn new() -> Env {
-        let (endpoint, db) = match std::env::var("PQL_DYNAMODB_ENDPOINT") {
-            Ok(endpoint) => (endpoint, None),
-            Err(_) => {
-                let db = DynamoDbLocal::start(&root()).unwrap_or_else(|e| panic!("{e}"));
-                (db.endpoint(), Some(db))
-            }
-        };
-        let client = local_client(&endpoint);
-        let prefix = format!(
-            "t{}-",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        );
-        let source = std::fs::read_to_string(root().join("infra/template.yaml")).unwrap();
-        template::create_tables(&client, &source, &prefix)
-            .await
-            .unwrap();
-        let store = Store::new(client, Tables::with_prefix(&prefix));
+        let (store, db) = pql_store::testing::fresh_store().await;
         let tenant = TenantId::parse("acme").unwrap();
         let definition = definition();
         store

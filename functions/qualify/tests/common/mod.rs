@@ -7,42 +7,19 @@ use std::path::{Path, PathBuf};
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_sdk_dynamodb::types::AttributeValue;
-use pql_dynamodb_local::{repo_root_from, DynamoDbLocal};
+use pql_dynamodb_local::repo_root_from;
 use pql_engine::event::parse_call;
 use pql_engine::time::MS_PER_DAY;
 use pql_engine::{AccountState, Definition, Timestamp};
 use pql_store::records::record_pk;
 use pql_store::tenants::TenantId;
-use pql_store::{local_client, template, AccountRecord, RecordKind, Store, Tables};
+use pql_store::{AccountRecord, RecordKind, Store};
 
 pub fn root() -> PathBuf {
     repo_root_from(Path::new(env!("CARGO_MANIFEST_DIR"))).expect("repository root")
 }
 
-/// A store on fresh tables (unique prefix) in DynamoDB Local: the one `scripts/test.sh`
-/// started (`PQL_DYNAMODB_ENDPOINT`), else a new one for this test.
-pub async fn fresh_store() -> (Store, Option<DynamoDbLocal>) {
-    let (endpoint, db) = match std::env::var("PQL_DYNAMODB_ENDPOINT") {
-        Ok(endpoint) => (endpoint, None),
-        Err(_) => {
-            let db = DynamoDbLocal::start(&root()).unwrap_or_else(|e| panic!("{e}"));
-            (db.endpoint(), Some(db))
-        }
-    };
-    let client = local_client(&endpoint);
-    let prefix = format!(
-        "t{}-",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    let source = std::fs::read_to_string(root().join("infra/template.yaml")).unwrap();
-    template::create_tables(&client, &source, &prefix)
-        .await
-        .unwrap();
-    (Store::new(client, Tables::with_prefix(&prefix)), db)
-}
+pub use pql_store::testing::fresh_store;
 
 pub fn tenant() -> TenantId {
     TenantId::parse("acme").unwrap()
