@@ -81,16 +81,6 @@ impl HitRef<'_> {
             value: self.value,
         }
     }
-
-    /// This hit, stored in the allocations of one that leaves the set: sliding windows and
-    /// recency-capped points replace a hit on most events, and this spares the allocator.
-    fn into_hit(self, mut spare: Hit) -> Hit {
-        refill(&mut spare.message, self.message);
-        refill(&mut spare.user, self.user);
-        spare.at = self.at;
-        spare.value = self.value;
-        spare
-    }
 }
 
 /// Makes `slot` hold `text`, reusing its buffer when the lengths match (ids mostly do).
@@ -168,32 +158,38 @@ impl HitSet {
         }
     }
 
+    /// Whether [`HitSet::insert`] would certainly ignore a hit at `at` with this message: the
+    /// set is full and the hit ranks after its last. Lets callers skip testing filters on
+    /// events that cannot matter any more (most of them, once an earliest-N set is full).
+    pub fn rejects(&self, order: Order, keep: Keep, at: Timestamp, message: &str) -> bool {
+        self.is_full(keep)
+            && self.hits.last().is_some_and(|last| {
+                rank(order, (at, message), (last.at, &last.message)) == Ordering::Greater
+            })
+    }
+
     /// Adds a hit; returns whether the set changed.
     pub fn insert(&mut self, order: Order, keep: Keep, hit: HitRef<'_>) -> bool {
-        let key = (hit.at, hit.message);
         // Fast path: a full set ignores anything ranked after its last hit.
-        if self.is_full(keep) {
-            if let Some(last) = self.hits.last() {
-                if rank(order, key, (last.at, &last.message)) == Ordering::Greater {
-                    return false;
-                }
-            }
+        if self.rejects(order, keep, hit.at, hit.message) {
+            return false;
         }
-        let spare = match self.hits.iter().position(|h| Self::same_key(keep, h, &hit)) {
+        let key = (hit.at, hit.message);
+        // The hit that makes room: an earlier-ranked copy of the same key is kept instead of
+        // it; a full count drops its last hit (the new one ranks before it, see above).
+        let vacated = match self.hits.iter().position(|h| Self::same_key(keep, h, &hit)) {
             Some(i) => {
                 let existing = &self.hits[i];
                 if rank(order, key, (existing.at, &existing.message)) != Ordering::Less {
                     return false;
                 }
-                Some(self.hits.remove(i))
+                Some(i)
             }
-            // A full count keeps n: the new hit ranks before the last one (see the fast path),
-            // which `trim` would drop after the insertion anyway.
             None => match keep {
                 Keep::Events(n) | Keep::Users(n) | Keep::Days(n)
                     if self.hits.len() >= n as usize =>
                 {
-                    self.hits.pop()
+                    Some(self.hits.len() - 1)
                 }
                 _ => None,
             },
@@ -201,11 +197,20 @@ impl HitSet {
         let at = self
             .hits
             .partition_point(|h| rank(order, (h.at, &h.message), key) == Ordering::Less);
-        let hit = match spare {
-            Some(spare) => hit.into_hit(spare),
-            None => hit.to_owned_hit(),
-        };
-        self.hits.insert(at, hit);
+        match vacated {
+            // The new hit ranks before the vacated one (at <= i): rotate the vacated slot into
+            // place and reuse its allocations, sparing the allocator on the many events that
+            // replace a hit of a sliding window or a recency-capped rule.
+            Some(i) => {
+                self.hits[at..=i].rotate_right(1);
+                let slot = &mut self.hits[at];
+                refill(&mut slot.message, hit.message);
+                refill(&mut slot.user, hit.user);
+                slot.at = hit.at;
+                slot.value = hit.value;
+            }
+            None => self.hits.insert(at, hit.to_owned_hit()),
+        }
         self.trim(keep);
         true
     }

@@ -175,7 +175,18 @@ impl AccountState {
         match &event.kind {
             EventKind::Track { .. } | EventKind::Page { .. } | EventKind::Screen { .. } => {
                 for (m, set) in definition.milestones.iter().zip(&mut self.milestones) {
-                    if !m.matches(event) {
+                    // Cheapest test first: most events are not of the milestone's kind, and
+                    // a full earliest-N set ignores everything later.
+                    if !m.selector.matches(event) {
+                        continue;
+                    }
+                    let (order, keep) = milestone_shape(&m.threshold, m.window);
+                    if set.rejects(order, keep, event.timestamp, message)
+                        || !m
+                            .filters
+                            .iter()
+                            .all(|f| f.test_event(&event.properties, &event.traits))
+                    {
                         continue;
                     }
                     let value = match &m.threshold {
@@ -190,7 +201,6 @@ impl AccountState {
                         }
                         _ => 0,
                     };
-                    let (order, keep) = milestone_shape(&m.threshold, m.window);
                     changed |= set.insert(order, keep, hit(value));
                 }
                 for (rule, set) in definition.scoring.events.iter().zip(&mut self.scoring) {
@@ -231,7 +241,9 @@ impl AccountState {
     fn user_facts_from(&mut self, definition: &Definition, event: &Event, hit: HitRef<'_>) -> bool {
         let mut changed = false;
         for (c, set) in definition.user_conditions.iter().zip(&mut self.user_facts) {
-            if c.test_event(&event.properties, &event.traits) {
+            if !set.rejects(FACT.0, FACT.1, hit.at, hit.message)
+                && c.test_event(&event.properties, &event.traits)
+            {
                 changed |= set.insert(FACT.0, FACT.1, hit);
             }
         }
