@@ -26,6 +26,7 @@ pub const MAX_SUM_HITS: usize = 4096;
 
 /// One matching event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredHit")]
 pub struct Hit {
     pub at: Timestamp,
     #[serde(rename = "m")]
@@ -35,6 +36,50 @@ pub struct Hit {
     /// Contribution to a sum, in millionths (0 for other thresholds).
     #[serde(rename = "v", default, skip_serializing_if = "is_zero")]
     pub value: i64,
+    /// [`tag`]s of `message` and `user`, kept beside the hit: looking for a duplicate then
+    /// reads only the set's own contiguous memory, not every id's heap allocation (those
+    /// cache misses were most of the cost of `apply`).
+    #[serde(skip)]
+    tags: (u32, u32),
+}
+
+/// A hit as stored; its tags are worked out again when it is read.
+#[derive(Deserialize)]
+struct StoredHit {
+    at: Timestamp,
+    #[serde(rename = "m")]
+    message: Box<str>,
+    #[serde(rename = "u")]
+    user: Box<str>,
+    #[serde(rename = "v", default)]
+    value: i64,
+}
+
+impl From<StoredHit> for Hit {
+    fn from(h: StoredHit) -> Hit {
+        Hit {
+            tags: (tag(&h.message), tag(&h.user)),
+            at: h.at,
+            message: h.message,
+            user: h.user,
+            value: h.value,
+        }
+    }
+}
+
+/// A summary of an id that tells most different ids apart without comparing them: its
+/// length and three of its bytes (the last two and the middle one, where sequence numbers
+/// and random ids differ).
+fn tag(id: &str) -> u32 {
+    let b = id.as_bytes();
+    let n = b.len();
+    if n == 0 {
+        return 0;
+    }
+    (n as u32 & 0xff)
+        | u32::from(b[n - 1]) << 8
+        | u32::from(b[n.saturating_sub(2)]) << 16
+        | u32::from(b[n / 2]) << 24
 }
 
 fn is_zero(v: &i64) -> bool {
@@ -79,6 +124,7 @@ impl HitRef<'_> {
             message: self.message.into(),
             user: self.user.into(),
             value: self.value,
+            tags: (tag(self.message), tag(self.user)),
         }
     }
 }
@@ -94,12 +140,6 @@ fn refill(slot: &mut Box<str>, text: &str) {
     buffer.clear();
     buffer.push_str(text);
     *slot = buffer.into_boxed_str();
-}
-
-/// String equality that rejects most different ids (sequence numbers, UUIDs) on their last
-/// byte before comparing them whole.
-fn same_id(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.as_bytes().last() == b.as_bytes().last() && a == b
 }
 
 /// The hits kept for one milestone or scoring rule, best-ranked first.
@@ -129,10 +169,11 @@ impl HitSet {
         self.hits.is_empty()
     }
 
-    fn same_key(keep: Keep, a: &Hit, b: &HitRef<'_>) -> bool {
+    /// Whether `a` has the key of `b` (whose message and user tags are `tags`).
+    fn same_key(keep: Keep, a: &Hit, b: &HitRef<'_>, tags: (u32, u32)) -> bool {
         match keep {
-            Keep::Events(_) | Keep::Sum(_) => same_id(&a.message, b.message),
-            Keep::Users(_) => same_id(&a.user, b.user),
+            Keep::Events(_) | Keep::Sum(_) => a.tags.0 == tags.0 && *a.message == *b.message,
+            Keep::Users(_) => a.tags.1 == tags.1 && *a.user == *b.user,
             Keep::Days(_) => a.at.day() == b.at.day(),
         }
     }
@@ -177,7 +218,12 @@ impl HitSet {
         let key = (hit.at, hit.message);
         // The hit that makes room: an earlier-ranked copy of the same key is kept instead of
         // it; a full count drops its last hit (the new one ranks before it, see above).
-        let vacated = match self.hits.iter().position(|h| Self::same_key(keep, h, &hit)) {
+        let tags = (tag(hit.message), tag(hit.user));
+        let vacated = match self
+            .hits
+            .iter()
+            .position(|h| Self::same_key(keep, h, &hit, tags))
+        {
             Some(i) => {
                 let existing = &self.hits[i];
                 if rank(order, key, (existing.at, &existing.message)) != Ordering::Less {
@@ -208,6 +254,7 @@ impl HitSet {
                 refill(&mut slot.user, hit.user);
                 slot.at = hit.at;
                 slot.value = hit.value;
+                slot.tags = tags;
             }
             None => self.hits.insert(at, hit.to_owned_hit()),
         }

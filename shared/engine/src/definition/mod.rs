@@ -1051,4 +1051,3 @@ impl Compiler {
 fn split_path(path: &str) -> Vec<String> {
     path.split('.').map(str::to_owned).collect()
 }
-
