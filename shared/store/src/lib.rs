@@ -10,7 +10,9 @@
 //! * [`sweep`]: when a decision can next change with time alone, and the `due` index.
 //! * [`template`]: creates the tables exactly as the SAM template declares them.
 
+pub mod accounts;
 pub mod alerts;
+pub mod definition_versions;
 pub mod definitions;
 pub mod events;
 pub mod records;

@@ -50,7 +50,11 @@ fn write_key_pk(raw_key: &str) -> String {
     format!("writekey#{}", key_hash(raw_key))
 }
 
-fn tenant_pk(tenant: &TenantId) -> String {
+fn admin_key_pk(raw_key: &str) -> String {
+    format!("adminkey#{}", key_hash(raw_key))
+}
+
+pub(crate) fn tenant_pk(tenant: &TenantId) -> String {
     format!("tenant#{tenant}")
 }
 
@@ -124,6 +128,78 @@ impl Store {
             .map_err(|reason| StoreError::Corrupt {
                 table: table.clone(),
                 key: "writekey#…".into(),
+                reason,
+            })
+    }
+
+    /// Registers an admin key (for the admin API) for an existing tenant: `adminkey#<sha256>`
+    /// items, created only when absent (or already the same tenant's), so a key can never be
+    /// moved to another tenant. Write keys and admin keys live under different prefixes: one
+    /// never authenticates as the other.
+    pub async fn put_admin_key(&self, tenant: &TenantId, raw_key: &str) -> Result<(), StoreError> {
+        let table = &self.tables.tenants;
+        let result = self
+            .client
+            .put_item()
+            .table_name(table)
+            .item("pk", AttributeValue::S(admin_key_pk(raw_key)))
+            .item("tenant_id", AttributeValue::S(tenant.to_string()))
+            .condition_expression("attribute_not_exists(pk) OR tenant_id = :t")
+            .expression_attribute_values(":t", AttributeValue::S(tenant.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(aws_sdk_dynamodb::error::SdkError::ServiceError(e))
+                if e.err().is_conditional_check_failed_exception() =>
+            {
+                Err(StoreError::Config(
+                    "this admin key already belongs to another tenant".into(),
+                ))
+            }
+            Err(e) => Err(StoreError::dynamo("PutItem", table, e)),
+        }
+    }
+
+    /// The tenant an admin key belongs to, if any.
+    pub async fn tenant_for_admin_key(
+        &self,
+        raw_key: &str,
+    ) -> Result<Option<TenantId>, StoreError> {
+        self.tenant_for_key_item(admin_key_pk(raw_key), "adminkey#…")
+            .await
+    }
+
+    async fn tenant_for_key_item(
+        &self,
+        pk: String,
+        shown: &str,
+    ) -> Result<Option<TenantId>, StoreError> {
+        let table = &self.tables.tenants;
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .key("pk", AttributeValue::S(pk))
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem", table, e))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let id = item
+            .get("tenant_id")
+            .and_then(|v| v.as_s().ok())
+            .ok_or_else(|| StoreError::Corrupt {
+                table: table.clone(),
+                key: shown.into(),
+                reason: "no tenant_id".into(),
+            })?;
+        TenantId::parse(id)
+            .map(Some)
+            .map_err(|reason| StoreError::Corrupt {
+                table: table.clone(),
+                key: shown.into(),
                 reason,
             })
     }
