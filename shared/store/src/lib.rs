@@ -14,6 +14,7 @@ pub mod accounts;
 pub mod alerts;
 pub mod definition_versions;
 pub mod definitions;
+pub mod deliveries;
 pub mod events;
 pub mod records;
 pub mod sweep;

@@ -1,0 +1,30 @@
+//! The notify Lambda function (binary `notify`): the alert outbox's stream in, alerts out to
+//! Slack, signed webhooks and e-mail. Everything is in the library; this only wires it to the
+//! runtime.
+//!
+//! Environment: the table names (`TENANTS_TABLE`, `ALERTS_TABLE`, `STATE_TABLE`, and
+//! `EVENTS_TABLE` as for every function), `SES_ENDPOINT` (optional endpoint override).
+
+use std::sync::Arc;
+
+use aws_lambda_events::event::dynamodb::Event;
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use pql_notify::channels::SesMailer;
+use pql_notify::Notifier;
+use pql_notify_fn::NotifyHandler;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    pql_lambda_init::init_logs();
+    // Built once per Lambda instance, reused by every invocation.
+    let store = pql_lambda_init::store_from_env().await?;
+    let endpoint = std::env::var("SES_ENDPOINT").ok();
+    let mailer = Arc::new(SesMailer::from_env(endpoint.as_deref()).await);
+    let handler = Arc::new(NotifyHandler::new(Arc::new(Notifier::new(store, mailer))));
+
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Event>| {
+        let handler = handler.clone();
+        async move { Ok::<_, Error>(handler.handle(event.payload).await) }
+    }))
+    .await
+}

@@ -1,0 +1,787 @@
+//! Delivery state of alerts (the notify function), tenant notification settings, and sales
+//! feedback.
+//!
+//! Layout, in the alerts table, next to the alert it is about (same partition
+//! `pk = "<tenant>#<account>"`):
+//!
+//! * `sk = -n` (n >= 1): the deliveries of the account's n-th alert. One top-level attribute per
+//!   destination, `d:<destination id>`, a map: `state` (`claimed`, `delivered`, `parked`,
+//!   `suppressed`, `replay`), `owner` (the claim's random token), `lease_until` (ms since the
+//!   epoch), `attempts`, `last_error`, `updated_at`, `delivered_at`, `reason`; plus `tenant`,
+//!   `account`, `sequence`, `kind = "deliveries"`, and the sales `feedback` on the alert.
+//!   Negative sort keys never reach the notify function: its event source keeps `sk >= 1`.
+//!
+//! In the tenants table: `pk = "notify#<tenant>"` holds the tenant's notification settings
+//! (routing, destinations and their secrets, suppression) as JSON, read by the notify function.
+//!
+//! ## Exactly once per receiver
+//!
+//! Delivering to one destination is *claim, send, mark*:
+//!
+//! 1. [`Store::claim_delivery`]: a conditional `UpdateItem` that succeeds only if the
+//!    destination has no state yet, was released for a replay, or holds a claim whose lease has
+//!    expired. Two consumers racing (a redelivered stream batch, two Lambda instances) cannot
+//!    both win: DynamoDB serialises conditional writes on an item.
+//! 2. The winner sends (with retries).
+//! 3. [`Store::finish_delivery`]: marks it `delivered` (or `parked` with its last error),
+//!    conditional on still owning the claim.
+//!
+//! The at-least-once window: if the winner crashes (or its lease expires) after the receiver
+//! got the message but before step 3, a later claim sends again. Nothing on our side can close
+//! that window (the receiver's acknowledgement and our write are not one transaction); the
+//! window is as short as one send, and every message carries the same idempotency key for the
+//! same (alert, destination) ([`DeliveryKey::idempotency_key`], the `Idempotency-Key` header of
+//! webhooks), so a receiver that remembers the keys it saw drops the rest. Leases are longer
+//! than the longest send with all its retries, so a live sender is never overtaken.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::AttributeValue;
+use sha2::{Digest, Sha256};
+
+use crate::alerts::alerts_pk;
+use crate::tenants::TenantId;
+use crate::{Conflict, Store, StoreError};
+
+/// The sort key of the deliveries of the `sequence`-th alert.
+pub fn deliveries_sk(sequence: u32) -> i64 {
+    -i64::from(sequence)
+}
+
+fn destination_attribute(destination: &str) -> String {
+    format!("d:{destination}")
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+/// A destination id: 1 to 64 characters of `a-z`, `0-9`, `-` and `_`.
+pub fn check_destination_id(id: &str) -> Result<(), String> {
+    let ok = (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{id}` is not a destination id (allowed: 1 to 64 characters of a-z, 0-9, `-` and `_`)"
+        ))
+    }
+}
+
+/// One (alert, destination): what is delivered exactly once.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeliveryKey {
+    pub tenant: TenantId,
+    pub account: String,
+    pub sequence: u32,
+    pub destination: String,
+}
+
+impl DeliveryKey {
+    /// `<tenant>/<account>/<sequence>/<destination>`: what `pql alerts` shows and takes.
+    pub fn id(&self) -> String {
+        format!(
+            "{}/{}/{}/{}",
+            self.tenant, self.account, self.sequence, self.destination
+        )
+    }
+
+    /// Parses [`DeliveryKey::id`] (account ids may contain `/`: the tenant is the first part,
+    /// the sequence and destination the last two).
+    pub fn parse(id: &str) -> Result<DeliveryKey, String> {
+        let bad = |why: &str| {
+            format!("`{id}` is not a delivery id: {why} (expected TENANT/ACCOUNT/SEQUENCE/DESTINATION, as `pql alerts list` shows)")
+        };
+        let (tenant, rest) = id.split_once('/').ok_or_else(|| bad("no `/`"))?;
+        let (rest, destination) = rest.rsplit_once('/').ok_or_else(|| bad("too few parts"))?;
+        let (account, sequence) = rest.rsplit_once('/').ok_or_else(|| bad("too few parts"))?;
+        let tenant = TenantId::parse(tenant).map_err(|e| bad(&e))?;
+        if account.is_empty() {
+            return Err(bad("empty account"));
+        }
+        let sequence: u32 = sequence
+            .parse()
+            .ok()
+            .filter(|s| *s >= 1)
+            .ok_or_else(|| bad("the sequence is not a number >= 1"))?;
+        check_destination_id(destination).map_err(|e| bad(&e))?;
+        Ok(DeliveryKey {
+            tenant,
+            account: account.to_owned(),
+            sequence,
+            destination: destination.to_owned(),
+        })
+    }
+
+    /// The idempotency key: the same for every attempt, retry and replay of this (alert,
+    /// destination), different for anything else. Receivers deduplicate on it.
+    pub fn idempotency_key(&self) -> String {
+        let mut hash = Sha256::new();
+        for part in [
+            self.tenant.as_str(),
+            self.account.as_str(),
+            &self.sequence.to_string(),
+            self.destination.as_str(),
+        ] {
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part.as_bytes());
+        }
+        format!("pql_{}", &hex::encode(hash.finalize())[..32])
+    }
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    /// Being sent by the claim's owner until `lease_until`.
+    Claimed,
+    Delivered,
+    /// Gave up after the retry policy's attempts; `pql alerts replay` releases it.
+    Parked,
+    /// Not sent on purpose (`reason` says why).
+    Suppressed,
+    /// Released by `pql alerts replay`: the next claim takes it.
+    Replay,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Claimed => "claimed",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Parked => "parked",
+            DeliveryState::Suppressed => "suppressed",
+            DeliveryState::Replay => "replay",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<DeliveryState> {
+        Some(match text {
+            "claimed" => DeliveryState::Claimed,
+            "delivered" => DeliveryState::Delivered,
+            "parked" => DeliveryState::Parked,
+            "suppressed" => DeliveryState::Suppressed,
+            "replay" => DeliveryState::Replay,
+            _ => return None,
+        })
+    }
+}
+
+/// The stored state of one (alert, destination).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub key: DeliveryKey,
+    pub state: DeliveryState,
+    pub owner: Option<String>,
+    pub lease_until_ms: i64,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub reason: Option<String>,
+    /// The alert's tier when this was claimed (for re-alerting on escalation).
+    pub tier: Option<String>,
+    pub updated_at: Option<String>,
+    pub delivered_at: Option<String>,
+}
+
+/// What a claim found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// The caller owns the delivery until the lease ends: send, then finish.
+    Won,
+    /// Someone else has it (delivered, being sent, parked or suppressed): do not send.
+    Lost(Delivery),
+}
+
+/// How a claimed delivery ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finish {
+    Delivered { attempts: u32 },
+    Parked { attempts: u32, error: String },
+}
+
+/// Sales feedback on an alert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Feedback {
+    pub tenant: TenantId,
+    pub account: String,
+    pub sequence: u32,
+    /// `accepted`, `rejected`, `converted` or `lost`.
+    pub outcome: String,
+    pub reason: Option<String>,
+    pub by: Option<String>,
+    pub at: String,
+    /// The definition version of the alert's decision: outcomes are judged per version.
+    pub definition_version: String,
+}
+
+fn now_rfc3339() -> String {
+    pql_engine::Timestamp::now().to_rfc3339()
+}
+
+fn parse_deliveries(item: &HashMap<String, AttributeValue>) -> Result<Vec<Delivery>, String> {
+    let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+    let tenant = text("tenant").ok_or("no `tenant`")?;
+    let tenant = TenantId::parse(&tenant)?;
+    let account = text("account").ok_or("no `account`")?;
+    let sequence: u32 = item
+        .get("sequence")
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or("no `sequence`")?;
+    let mut out = Vec::new();
+    for (name, value) in item {
+        let Some(destination) = name.strip_prefix("d:") else {
+            continue;
+        };
+        let map = value.as_m().map_err(|_| format!("`{name}` is not a map"))?;
+        let text = |field: &str| map.get(field).and_then(|v| v.as_s().ok()).cloned();
+        let number = |field: &str| {
+            map.get(field)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse::<i64>().ok())
+        };
+        let state = text("state")
+            .as_deref()
+            .and_then(DeliveryState::parse)
+            .ok_or_else(|| format!("`{name}.state` is missing or unknown"))?;
+        out.push(Delivery {
+            key: DeliveryKey {
+                tenant: tenant.clone(),
+                account: account.clone(),
+                sequence,
+                destination: destination.to_owned(),
+            },
+            state,
+            owner: text("owner"),
+            lease_until_ms: number("lease_until").unwrap_or(0),
+            attempts: number("attempts").unwrap_or(0).max(0) as u32,
+            last_error: text("last_error"),
+            reason: text("reason"),
+            tier: text("tier"),
+            updated_at: text("updated_at"),
+            delivered_at: text("delivered_at"),
+        });
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(out)
+}
+
+fn parse_feedback(item: &HashMap<String, AttributeValue>) -> Option<Feedback> {
+    let m = item.get("feedback")?.as_m().ok()?;
+    let text = |field: &str| m.get(field).and_then(|v| v.as_s().ok()).cloned();
+    let tenant = TenantId::parse(item.get("tenant")?.as_s().ok()?).ok()?;
+    Some(Feedback {
+        tenant,
+        account: item.get("account")?.as_s().ok()?.clone(),
+        sequence: item.get("sequence")?.as_n().ok()?.parse().ok()?,
+        outcome: text("outcome")?,
+        reason: text("reason"),
+        by: text("by"),
+        at: text("at")?,
+        definition_version: text("definition_version")?,
+    })
+}
+
+impl Store {
+    fn deliveries_key(
+        &self,
+        key_tenant: &TenantId,
+        account: &str,
+        sequence: u32,
+    ) -> HashMap<String, AttributeValue> {
+        HashMap::from([
+            ("pk".to_owned(), s(alerts_pk(key_tenant, account))),
+            ("sk".to_owned(), n(deliveries_sk(sequence))),
+        ])
+    }
+
+    /// Claims (alert, destination) for `owner` until `now_ms + lease_ms`; see the module
+    /// documentation. `tier` is the alert's tier, kept for re-alerting decisions.
+    pub async fn claim_delivery(
+        &self,
+        key: &DeliveryKey,
+        owner: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        tier: &str,
+    ) -> Result<Claim, StoreError> {
+        let table = &self.tables.alerts;
+        let claim = HashMap::from([
+            ("state".to_owned(), s(DeliveryState::Claimed.as_str())),
+            ("owner".to_owned(), s(owner)),
+            ("lease_until".to_owned(), n(now_ms + lease_ms)),
+            ("attempts".to_owned(), n(0)),
+            ("tier".to_owned(), s(tier)),
+            ("updated_at".to_owned(), s(now_rfc3339())),
+        ]);
+        let result = self
+            .client
+            .update_item()
+            .table_name(table)
+            .set_key(Some(self.deliveries_key(&key.tenant, &key.account, key.sequence)))
+            .update_expression("SET #d = :claim, #tenant = :tenant, #account = :account, #seq = :seq, #kind = :kind")
+            .condition_expression(
+                "attribute_not_exists(#d) OR #d.#state = :replay OR (#d.#state = :claimed AND #d.#lease < :now)",
+            )
+            .expression_attribute_names("#d", destination_attribute(&key.destination))
+            .expression_attribute_names("#tenant", "tenant")
+            .expression_attribute_names("#account", "account")
+            .expression_attribute_names("#seq", "sequence")
+            .expression_attribute_names("#kind", "kind")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#lease", "lease_until")
+            .expression_attribute_values(":claim", AttributeValue::M(claim))
+            .expression_attribute_values(":tenant", s(key.tenant.as_str()))
+            .expression_attribute_values(":account", s(&key.account))
+            .expression_attribute_values(":seq", n(key.sequence))
+            .expression_attribute_values(":kind", s("deliveries"))
+            .expression_attribute_values(":replay", s(DeliveryState::Replay.as_str()))
+            .expression_attribute_values(":claimed", s(DeliveryState::Claimed.as_str()))
+            .expression_attribute_values(":now", n(now_ms))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Claim::Won),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                let current = self
+                    .delivery(key)
+                    .await?
+                    .ok_or_else(|| StoreError::Corrupt {
+                        table: table.clone(),
+                        key: key.id(),
+                        reason: "a claim was refused but no delivery state is stored".into(),
+                    })?;
+                Ok(Claim::Lost(current))
+            }
+            Err(e) => Err(StoreError::dynamo("UpdateItem", table, e)),
+        }
+    }
+
+    /// Ends a claim: delivered, or parked with its last error. [`Conflict`] when the claim is
+    /// no longer `owner`'s (its lease expired and another consumer took it).
+    pub async fn finish_delivery(
+        &self,
+        key: &DeliveryKey,
+        owner: &str,
+        tier: &str,
+        finish: &Finish,
+    ) -> Result<Result<(), Conflict>, StoreError> {
+        let table = &self.tables.alerts;
+        let now = now_rfc3339();
+        let mut done = HashMap::from([
+            ("owner".to_owned(), s(owner)),
+            ("tier".to_owned(), s(tier)),
+            ("updated_at".to_owned(), s(&now)),
+        ]);
+        match finish {
+            Finish::Delivered { attempts } => {
+                done.insert("state".into(), s(DeliveryState::Delivered.as_str()));
+                done.insert("attempts".into(), n(attempts));
+                done.insert("delivered_at".into(), s(&now));
+            }
+            Finish::Parked { attempts, error } => {
+                done.insert("state".into(), s(DeliveryState::Parked.as_str()));
+                done.insert("attempts".into(), n(attempts));
+                done.insert("last_error".into(), s(error));
+            }
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(table)
+            .set_key(Some(self.deliveries_key(
+                &key.tenant,
+                &key.account,
+                key.sequence,
+            )))
+            .update_expression("SET #d = :done")
+            .condition_expression("#d.#state = :claimed AND #d.#owner = :owner")
+            .expression_attribute_names("#d", destination_attribute(&key.destination))
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":done", AttributeValue::M(done))
+            .expression_attribute_values(":claimed", s(DeliveryState::Claimed.as_str()))
+            .expression_attribute_values(":owner", s(owner))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Ok(())),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Ok(Err(Conflict))
+            }
+            Err(e) => Err(StoreError::dynamo("UpdateItem", table, e)),
+        }
+    }
+
+    /// Records that (alert, destination) is not sent, and why, unless it already has a state.
+    /// Returns whether it was recorded.
+    pub async fn suppress_delivery(
+        &self,
+        key: &DeliveryKey,
+        tier: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let table = &self.tables.alerts;
+        let value = HashMap::from([
+            ("state".to_owned(), s(DeliveryState::Suppressed.as_str())),
+            ("reason".to_owned(), s(reason)),
+            ("tier".to_owned(), s(tier)),
+            ("attempts".to_owned(), n(0)),
+            ("updated_at".to_owned(), s(now_rfc3339())),
+        ]);
+        let result = self
+            .client
+            .update_item()
+            .table_name(table)
+            .set_key(Some(self.deliveries_key(
+                &key.tenant,
+                &key.account,
+                key.sequence,
+            )))
+            .update_expression(
+                "SET #d = :v, #tenant = :tenant, #account = :account, #seq = :seq, #kind = :kind",
+            )
+            .condition_expression("attribute_not_exists(#d)")
+            .expression_attribute_names("#d", destination_attribute(&key.destination))
+            .expression_attribute_names("#tenant", "tenant")
+            .expression_attribute_names("#account", "account")
+            .expression_attribute_names("#seq", "sequence")
+            .expression_attribute_names("#kind", "kind")
+            .expression_attribute_values(":v", AttributeValue::M(value))
+            .expression_attribute_values(":tenant", s(key.tenant.as_str()))
+            .expression_attribute_values(":account", s(&key.account))
+            .expression_attribute_values(":seq", n(key.sequence))
+            .expression_attribute_values(":kind", s("deliveries"))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(StoreError::dynamo("UpdateItem", table, e)),
+        }
+    }
+
+    /// Releases a parked delivery so that the next claim sends it again (`pql alerts replay`).
+    /// Returns false when it is not parked.
+    pub async fn release_for_replay(&self, key: &DeliveryKey) -> Result<bool, StoreError> {
+        let table = &self.tables.alerts;
+        let result = self
+            .client
+            .update_item()
+            .table_name(table)
+            .set_key(Some(self.deliveries_key(
+                &key.tenant,
+                &key.account,
+                key.sequence,
+            )))
+            .update_expression("SET #d.#state = :replay, #d.#updated = :now")
+            .condition_expression("#d.#state = :parked")
+            .expression_attribute_names("#d", destination_attribute(&key.destination))
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#updated", "updated_at")
+            .expression_attribute_values(":replay", s(DeliveryState::Replay.as_str()))
+            .expression_attribute_values(":parked", s(DeliveryState::Parked.as_str()))
+            .expression_attribute_values(":now", s(now_rfc3339()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(StoreError::dynamo("UpdateItem", table, e)),
+        }
+    }
+
+    /// The state of one (alert, destination), strongly consistent.
+    pub async fn delivery(&self, key: &DeliveryKey) -> Result<Option<Delivery>, StoreError> {
+        Ok(self
+            .alert_deliveries(&key.tenant, &key.account, key.sequence)
+            .await?
+            .into_iter()
+            .find(|d| d.key.destination == key.destination))
+    }
+
+    /// Every destination's state for one alert, strongly consistent.
+    pub async fn alert_deliveries(
+        &self,
+        tenant: &TenantId,
+        account: &str,
+        sequence: u32,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let table = &self.tables.alerts;
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .set_key(Some(self.deliveries_key(tenant, account, sequence)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem", table, e))?;
+        match out.item {
+            None => Ok(Vec::new()),
+            Some(item) => parse_deliveries(&item).map_err(|reason| StoreError::Corrupt {
+                table: table.clone(),
+                key: format!("{}/{}", alerts_pk(tenant, account), deliveries_sk(sequence)),
+                reason,
+            }),
+        }
+    }
+
+    /// The deliveries of every alert of an account (one query): what was sent before, for
+    /// cooldown and escalation.
+    pub async fn account_deliveries(
+        &self,
+        tenant: &TenantId,
+        account: &str,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let table = &self.tables.alerts;
+        let pk = alerts_pk(tenant, account);
+        let mut all = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(table)
+                .key_condition_expression("pk = :pk AND sk < :zero")
+                .expression_attribute_values(":pk", s(&pk))
+                .expression_attribute_values(":zero", n(0))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| StoreError::dynamo("Query", table, e))?;
+            for item in out.items() {
+                all.extend(
+                    parse_deliveries(item).map_err(|reason| StoreError::Corrupt {
+                        table: table.clone(),
+                        key: pk.clone(),
+                        reason,
+                    })?,
+                );
+            }
+            match out.last_evaluated_key {
+                Some(key) => start = Some(key),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// Every delivery state of the table (a scan: for `pql alerts list`, an operator's
+    /// command, never a hot path), optionally of one tenant.
+    pub async fn all_deliveries(
+        &self,
+        tenant: Option<&TenantId>,
+    ) -> Result<(Vec<Delivery>, Vec<Feedback>), StoreError> {
+        let table = &self.tables.alerts;
+        let mut deliveries = Vec::new();
+        let mut feedback = Vec::new();
+        let mut start = None;
+        loop {
+            let mut scan = self
+                .client
+                .scan()
+                .table_name(table)
+                .filter_expression(if tenant.is_some() {
+                    "sk < :zero AND tenant = :tenant"
+                } else {
+                    "sk < :zero"
+                })
+                .expression_attribute_values(":zero", n(0))
+                .consistent_read(true)
+                .set_exclusive_start_key(start);
+            if let Some(tenant) = tenant {
+                scan = scan.expression_attribute_values(":tenant", s(tenant.as_str()));
+            }
+            let out = scan
+                .send()
+                .await
+                .map_err(|e| StoreError::dynamo("Scan", table, e))?;
+            for item in out.items() {
+                deliveries.extend(parse_deliveries(item).map_err(|reason| {
+                    StoreError::Corrupt {
+                        table: table.clone(),
+                        key: "(a deliveries item)".into(),
+                        reason,
+                    }
+                })?);
+                feedback.extend(parse_feedback(item));
+            }
+            match out.last_evaluated_key {
+                Some(key) => start = Some(key),
+                None => break,
+            }
+        }
+        deliveries.sort_by(|a, b| a.key.cmp(&b.key));
+        feedback.sort_by(|a, b| {
+            (&a.tenant, &a.account, a.sequence).cmp(&(&b.tenant, &b.account, b.sequence))
+        });
+        Ok((deliveries, feedback))
+    }
+
+    /// Stores sales feedback on an alert (the latest wins), with the alert's definition
+    /// version so outcomes can be judged per version.
+    pub async fn put_feedback(&self, feedback: &Feedback) -> Result<(), StoreError> {
+        let table = &self.tables.alerts;
+        let mut value = HashMap::from([
+            ("outcome".to_owned(), s(&feedback.outcome)),
+            ("at".to_owned(), s(&feedback.at)),
+            (
+                "definition_version".to_owned(),
+                s(&feedback.definition_version),
+            ),
+        ]);
+        if let Some(reason) = &feedback.reason {
+            value.insert("reason".into(), s(reason));
+        }
+        if let Some(by) = &feedback.by {
+            value.insert("by".into(), s(by));
+        }
+        self.client
+            .update_item()
+            .table_name(table)
+            .set_key(Some(self.deliveries_key(&feedback.tenant, &feedback.account, feedback.sequence)))
+            .update_expression("SET #f = :f, #tenant = :tenant, #account = :account, #seq = :seq, #kind = :kind, #dv = :dv")
+            .expression_attribute_names("#f", "feedback")
+            .expression_attribute_names("#tenant", "tenant")
+            .expression_attribute_names("#account", "account")
+            .expression_attribute_names("#seq", "sequence")
+            .expression_attribute_names("#kind", "kind")
+            .expression_attribute_names("#dv", "definition_version")
+            .expression_attribute_values(":f", AttributeValue::M(value))
+            .expression_attribute_values(":tenant", s(feedback.tenant.as_str()))
+            .expression_attribute_values(":account", s(&feedback.account))
+            .expression_attribute_values(":seq", n(feedback.sequence))
+            .expression_attribute_values(":kind", s("deliveries"))
+            .expression_attribute_values(":dv", s(&feedback.definition_version))
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("UpdateItem", table, e))?;
+        Ok(())
+    }
+
+    /// One alert (strongly consistent), if it exists.
+    pub async fn alert(
+        &self,
+        tenant: &TenantId,
+        account: &str,
+        sequence: u32,
+    ) -> Result<Option<crate::alerts::Alert>, StoreError> {
+        let table = &self.tables.alerts;
+        let pk = alerts_pk(tenant, account);
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .key("pk", s(&pk))
+            .key("sk", n(sequence))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem", table, e))?;
+        out.item
+            .map(|item| {
+                crate::alerts::Alert::from_item(&item).map_err(|reason| StoreError::Corrupt {
+                    table: table.clone(),
+                    key: format!("{pk}/{sequence}"),
+                    reason,
+                })
+            })
+            .transpose()
+    }
+
+    /// Stores a tenant's notification settings (JSON, validated by the notify crate).
+    pub async fn put_notify_settings(
+        &self,
+        tenant: &TenantId,
+        settings_json: &str,
+    ) -> Result<(), StoreError> {
+        let table = &self.tables.tenants;
+        self.client
+            .put_item()
+            .table_name(table)
+            .item("pk", s(format!("notify#{tenant}")))
+            .item("tenant_id", s(tenant.as_str()))
+            .item("settings", s(settings_json))
+            .item("updated_at", s(now_rfc3339()))
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("PutItem", table, e))?;
+        Ok(())
+    }
+
+    /// A tenant's notification settings (JSON), if any.
+    pub async fn notify_settings(&self, tenant: &TenantId) -> Result<Option<String>, StoreError> {
+        let table = &self.tables.tenants;
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .key("pk", s(format!("notify#{tenant}")))
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem", table, e))?;
+        Ok(out
+            .item
+            .and_then(|item| item.get("settings").and_then(|v| v.as_s().ok()).cloned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_bad_ids_say_why() {
+        let key = DeliveryKey {
+            tenant: TenantId::parse("acme").unwrap(),
+            account: "org/42".into(),
+            sequence: 2,
+            destination: "sales-slack".into(),
+        };
+        assert_eq!(key.id(), "acme/org/42/2/sales-slack");
+        assert_eq!(DeliveryKey::parse(&key.id()).unwrap(), key);
+        let err = DeliveryKey::parse("acme/org/0/x").unwrap_err();
+        assert!(err.contains("sequence is not a number >= 1"), "{err}");
+        let err = DeliveryKey::parse("acme").unwrap_err();
+        assert!(
+            err.contains("expected TENANT/ACCOUNT/SEQUENCE/DESTINATION"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn idempotency_keys_differ_per_alert_and_destination() {
+        let key = |seq, dest: &str| DeliveryKey {
+            tenant: TenantId::parse("acme").unwrap(),
+            account: "a".into(),
+            sequence: seq,
+            destination: dest.into(),
+        };
+        assert_eq!(key(1, "x").idempotency_key(), key(1, "x").idempotency_key());
+        assert_ne!(key(1, "x").idempotency_key(), key(2, "x").idempotency_key());
+        assert_ne!(key(1, "x").idempotency_key(), key(1, "y").idempotency_key());
+        assert_eq!(key(1, "x").idempotency_key().len(), 36);
+    }
+}
