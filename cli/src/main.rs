@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 1 bad input (unreadable file, invalid definition, bad outcomes),
 //! 2 usage (unknown flag, missing argument: reported by clap).
 
+mod alerts;
 mod backtest;
 mod demo;
 mod generate;
@@ -43,6 +44,8 @@ enum Command {
     Local(local::StackArgs),
     /// The local stack fed with simulated trial telemetry, with a live view of qualifications.
     Demo(demo::Args),
+    /// Sales alerts: deliveries (`list [--failed]`), `replay ID`, `feedback ID`, `settings FILE`.
+    Alerts(alerts::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate::run(&args),
         Command::Local(args) => local::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Alerts(args) => alerts::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
