@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! cargo lambda build --release --bin hello --bin ingest ...   # or scripts/lambda-build.sh
-//! cargo run --release -p pql-init-time -- [--runs 50] [--lambda-dir target/lambda] [NAME ...]
+//! cargo run -p pql-init-time -- [--runs 50] [--lambda-dir target/lambda] [--env K=V] [NAME ...]
 //! ```
 //!
 //! Names default to every `target/lambda/<name>/bootstrap` found, `hello` (the minimal
@@ -203,6 +203,7 @@ fn main() {
     let mut runs = 50usize;
     let mut lambda_dir: Option<PathBuf> = None;
     let mut names: Vec<String> = Vec::new();
+    let mut extra_env: Vec<(String, String)> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -214,8 +215,15 @@ fn main() {
                     .expect("--runs N (N > 0)")
             }
             "--lambda-dir" => lambda_dir = Some(args.next().expect("--lambda-dir DIR").into()),
+            "--env" => {
+                let pair = args.next().expect("--env NAME=VALUE");
+                let (k, v) = pair.split_once('=').expect("--env NAME=VALUE");
+                extra_env.push((k.to_owned(), v.to_owned()));
+            }
             "-h" | "--help" => {
-                println!("init-time [--runs N] [--lambda-dir DIR] [NAME ...]");
+                println!(
+                    "init-time [--runs N] [--lambda-dir DIR] [--env NAME=VALUE ...] [NAME ...]"
+                );
                 return;
             }
             name => names.push(name.to_owned()),
@@ -262,7 +270,10 @@ fn main() {
             (
                 n.clone(),
                 lambda_dir.join(n).join("bootstrap"),
-                environment(n, &stub),
+                environment(n, &stub)
+                    .into_iter()
+                    .chain(extra_env.iter().cloned())
+                    .collect(),
             )
         })
         .collect();
