@@ -29,6 +29,25 @@ pub struct StackArgs {
     /// DynamoDB Local.
     #[arg(long)]
     pub dynamodb_endpoint: Option<String>,
+    /// Deliver alerts to this webhook (signed with --webhook-secret).
+    #[arg(long)]
+    pub webhook: Option<String>,
+    /// The webhook signing secret (16+ characters).
+    #[arg(long, default_value = "local_webhook_secret_0123456789")]
+    pub webhook_secret: String,
+    /// Deliver alerts to this Slack incoming webhook.
+    #[arg(long)]
+    pub slack_webhook: Option<String>,
+    /// Write alert e-mails to this directory (one JSON file each), to --email-to.
+    #[arg(long)]
+    pub email_dir: Option<PathBuf>,
+    /// The e-mail recipient with --email-dir.
+    #[arg(long, default_value = "sales@example.com")]
+    pub email_to: String,
+    /// Notification settings (TOML or JSON: routes, suppression; see `pql alerts settings`)
+    /// instead of --webhook / --slack-webhook / --email-dir.
+    #[arg(long)]
+    pub notify_settings: Option<PathBuf>,
 }
 
 /// The definition from `--definition`, or the shipped example.
@@ -66,6 +85,7 @@ pub fn options(args: &StackArgs) -> anyhow::Result<Options> {
     let mut options = Options::new(tenant, args.write_key.clone(), definition, root);
     options.listen = args.listen;
     options.dynamodb_endpoint = args.dynamodb_endpoint.clone();
+    options.notify = notify_options(args)?;
     Ok(options)
 }
 
@@ -74,16 +94,51 @@ pub fn run(args: &StackArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let definition = options.definition.name.clone();
+        let table_prefix = options.table_prefix.clone();
+        let notify = options.notify.as_ref().map(|n| n.settings.destinations.len());
         let stack = LocalStack::start(options).await?;
         let url = stack.ingest_url();
         eprintln!("pql local is running (Ctrl-C stops it)");
         eprintln!("  DynamoDB:   {}", stack.endpoint);
         eprintln!("  tenant:     {} with definition \"{definition}\"", stack.tenant);
         eprintln!("  ingest:     {url}/v1/batch (and /v1/track, /v1/identify, /v1/group, /v1/page, /v1/screen, /v1/alias)");
+        if let Some(n) = notify {
+            eprintln!("  notify:     alerts delivered to {n} destination(s); pql alerts list --dynamodb-endpoint {} --table-prefix {table_prefix}", stack.endpoint);
+        }
         eprintln!("  try:        curl -u {}: {url}/v1/track -H 'content-type: application/json' -d '{{\"userId\":\"u1\",\"event\":\"Project Created\",\"context\":{{\"groupId\":\"acme\"}}}}'", args.write_key);
         tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
         eprintln!("stopping...");
         stack.stop().await?;
         Ok(())
     })
+}
+
+/// The notify function's settings from --notify-settings, or from --webhook, --slack-webhook
+/// and --email-dir (all hot and warm alerts to each); `None` without any.
+pub fn notify_options(args: &StackArgs) -> anyhow::Result<Option<pql_local_stack::NotifyOptions>> {
+    let settings = if let Some(path) = &args.notify_settings {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        pql_notify::Settings::parse_file(&path.display().to_string(), &text)?
+    } else {
+        let mut destinations = Vec::new();
+        if let Some(url) = &args.slack_webhook {
+            destinations.push(serde_json::json!({"id": "slack", "kind": "slack", "url": url}));
+        }
+        if let Some(url) = &args.webhook {
+            destinations.push(serde_json::json!({"id": "webhook", "kind": "webhook", "url": url, "secret": args.webhook_secret}));
+        }
+        if args.email_dir.is_some() {
+            destinations.push(serde_json::json!({"id": "email", "kind": "email", "from": "pql@localhost.localdomain", "to": [args.email_to]}));
+        }
+        if destinations.is_empty() {
+            return Ok(None);
+        }
+        let ids: Vec<_> = destinations.iter().map(|d| d["id"].clone()).collect();
+        let spec = serde_json::json!({"destination": destinations, "default": {"destinations": ids}});
+        pql_notify::Settings::parse_json("the command line", &spec.to_string())?
+    };
+    let mut options = pql_local_stack::NotifyOptions::new(settings);
+    options.email_dir = args.email_dir.clone();
+    Ok(Some(options))
 }

@@ -55,6 +55,39 @@ impl std::fmt::Debug for WrapHandler {
     }
 }
 
+/// The notify function in the local stack: the alerts table's stream, delivered per `settings`
+/// (stored as the tenant's notification settings), e-mails written to `email_dir`.
+#[derive(Debug, Clone)]
+pub struct NotifyOptions {
+    pub settings: pql_notify::Settings,
+    /// Where e-mails go (one JSON file each); `None`: e-mail destinations fail (parked).
+    pub email_dir: Option<PathBuf>,
+    /// Event-source mapping of the notify function (alerts table stream; the handler keeps
+    /// `INSERT`s of `sk >= 1`, as the template's filter does).
+    pub mapping: MappingConfig,
+    pub retry: pql_notify::retry::RetryPolicy,
+}
+
+impl NotifyOptions {
+    /// The template's mapping for notify: batches of 10, 5 retries, bisect, batch item failures.
+    pub fn new(settings: pql_notify::Settings) -> NotifyOptions {
+        NotifyOptions {
+            settings,
+            email_dir: None,
+            mapping: MappingConfig {
+                batch_size: 10,
+                maximum_retry_attempts: 5,
+                bisect_batch_on_function_error: true,
+                report_batch_item_failures: true,
+                poll_interval: Duration::from_millis(20),
+                filter: Some(EventNameFilter::new(["INSERT"])),
+                ..MappingConfig::default()
+            },
+            retry: pql_notify::retry::RetryPolicy::default(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Use this DynamoDB (e.g. one already running) instead of starting DynamoDB Local.
@@ -76,6 +109,8 @@ pub struct Options {
     pub sweep_interval: Duration,
     /// Wraps the activation function's handler (tests inject failures with it); `None`: as is.
     pub wrap_activation: Option<WrapHandler>,
+    /// Runs the notify function (alert delivery); `None`: alerts stay in the outbox.
+    pub notify: Option<NotifyOptions>,
 }
 
 impl Options {
@@ -112,6 +147,7 @@ impl Options {
             },
             sweep_interval: Duration::from_secs(60),
             wrap_activation: None,
+            notify: None,
         }
     }
 }
@@ -223,7 +259,7 @@ impl LocalStack {
                 let qualifier = Arc::clone(&qualifier);
                 async move { qualifier.handle(event).await.map_err(|e| e.into()) }
             }),
-            parked_tx,
+            parked_tx.clone(),
         )
         .await?;
         let token = shutdown.clone();
@@ -233,6 +269,39 @@ impl LocalStack {
                 .map(drop)
                 .map_err(|e| format!("qualify pump: {e}"))
         });
+
+        if let Some(notify) = &options.notify {
+            store
+                .put_notify_settings(&options.tenant, &notify.settings.to_json())
+                .await?;
+            let mailer: Arc<dyn pql_notify::channels::Mailer> = match &notify.email_dir {
+                Some(dir) => Arc::new(pql_notify::channels::DirectoryMailer { dir: dir.clone() }),
+                None => Arc::new(pql_notify::channels::NoMailer),
+            };
+            let notifier = Arc::new(
+                pql_notify::Notifier::new(store.clone(), mailer).with_policy(notify.retry.clone()),
+            );
+            let handler = Arc::new(pql_notify_fn::NotifyHandler::new(notifier));
+            let pump = pql_stream_pump::start(
+                pql_stream_pump::local_client(&endpoint),
+                stream_arn(&store, &store.tables().alerts).await?,
+                notify.mapping.clone(),
+                Arc::new(move |event| {
+                    let handler = Arc::clone(&handler);
+                    async move { Ok(handler.handle(event).await) }
+                }),
+                parked_tx.clone(),
+            )
+            .await?;
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                pump.run(token)
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("notify pump: {e}"))
+            });
+        }
+        drop(parked_tx);
 
         let keep = Arc::clone(&parked);
         tasks.spawn(async move {
