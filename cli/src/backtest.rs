@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::input::Lines;
 use crate::report::{self, Format, Report};
+use crate::report_html;
 use crate::{outcomes, validate};
 
 #[derive(Debug, clap::Args)]
@@ -40,6 +41,14 @@ pub struct Args {
     /// List every account in the table, not only the qualified ones.
     #[arg(long)]
     pub all: bool,
+    /// Also write a self-contained HTML page with charts (funnel, time to PQL, scores with the
+    /// thresholds, precision and recall by threshold with --outcomes).
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
+    /// A second definition, replayed over the same events and shown beside the first in the
+    /// HTML report.
+    #[arg(long, value_name = "FILE", requires = "report")]
+    pub compare: Option<PathBuf>,
 }
 
 fn parse_time(text: &str) -> Result<Timestamp, String> {
@@ -233,6 +242,15 @@ fn parse_line(buf: &[u8], line: u64, out: &mut Vec<Parsed>) {
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let definition = validate::load(&args.definition)?;
+    let compare = args.compare.as_deref().map(validate::load).transpose()?;
+    if let Some(path) = &args.report {
+        if path.is_dir() {
+            anyhow::bail!(
+                "--report {} is a directory (allowed: a file name, e.g. report.html)",
+                path.display()
+            );
+        }
+    }
     // Outcomes are checked before the (long) read of the events.
     let outcomes = args.outcomes.as_deref().map(outcomes::read).transpose()?;
     if let (Some(o), Some(path)) = (&outcomes, &args.outcomes) {
@@ -251,6 +269,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let reader = spawn_reader(lines, events_name.clone());
 
     let mut ledger = Ledger::new(&definition);
+    let mut compare_ledger = compare.as_ref().map(Ledger::new);
     let mut stats = InputStats::default();
     let mut problems = Problems {
         progress: progress.clone(),
@@ -274,6 +293,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                     let t = Instant::now();
                     ledger.ingest(event);
                     engine_time += t.elapsed();
+                    if let Some(other) = compare_ledger.as_mut() {
+                        other.ingest(event);
+                    }
                 }
                 Parsed::Blank => stats.blank_lines += 1,
                 Parsed::BadLine { line, error } => {
@@ -334,6 +356,41 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "{}",
         timing(stats.events - stats.after_as_of, elapsed, engine_time)
     );
+
+    if let Some(path) = &args.report {
+        let mut sides = vec![report_html::Side {
+            definition: &definition,
+            results: &results,
+            summary: &summary,
+            accuracy: accuracy.as_ref(),
+        }];
+        let other = compare_ledger.as_ref().map(|l| {
+            let results = pql_engine::backtest::results(l, as_of.unwrap_or(Timestamp(0)));
+            let summary = summarize(&results);
+            let accuracy = outcomes
+                .as_ref()
+                .map(|o| pql_engine::backtest::accuracy(&results, &o.conversions));
+            (results, summary, accuracy)
+        });
+        if let (Some(d), Some((results, summary, accuracy))) = (&compare, &other) {
+            sides.push(report_html::Side {
+                definition: d,
+                results,
+                summary,
+                accuracy: accuracy.as_ref(),
+            });
+        }
+        let page = report_html::Page {
+            events_file: &events_name,
+            events: stats.events - stats.after_as_of,
+            as_of,
+            sides,
+            conversions: outcomes.as_ref().map(|o| &o.conversions),
+        };
+        std::fs::write(path, report_html::render(&page))
+            .with_context(|| format!("cannot write the report {}", path.display()))?;
+        eprintln!("report: {}", path.display());
+    }
     Ok(())
 }
 

@@ -48,6 +48,14 @@ pub struct StackArgs {
     /// instead of --webhook / --slack-webhook / --email-dir.
     #[arg(long)]
     pub notify_settings: Option<PathBuf>,
+    /// Registers this admin key for the tenant (for the admin API and `pql definition push`,
+    /// `pql accounts`); stored as its SHA-256 only.
+    #[arg(long, default_value = "local_admin_key")]
+    pub admin_key: String,
+    /// Where the admin API listens (`pql local` default: 127.0.0.1:8788; `pql demo`: not served
+    /// unless given).
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// The definition from `--definition`, or the shipped example.
@@ -86,11 +94,19 @@ pub fn options(args: &StackArgs) -> anyhow::Result<Options> {
     options.listen = args.listen;
     options.dynamodb_endpoint = args.dynamodb_endpoint.clone();
     options.notify = notify_options(args)?;
+    if args.admin_key.trim().is_empty() {
+        return Err(anyhow!("--admin-key is empty"));
+    }
+    options.admin_key = Some(args.admin_key.clone());
+    options.admin_listen = args.admin_listen;
     Ok(options)
 }
 
 pub fn run(args: &StackArgs) -> anyhow::Result<()> {
-    let options = options(args)?;
+    let mut options = options(args)?;
+    options
+        .admin_listen
+        .get_or_insert(SocketAddr::from(([127, 0, 0, 1], 8788)));
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let definition = options.definition.name.clone();
@@ -102,6 +118,10 @@ pub fn run(args: &StackArgs) -> anyhow::Result<()> {
         eprintln!("  DynamoDB:   {}", stack.endpoint);
         eprintln!("  tenant:     {} with definition \"{definition}\"", stack.tenant);
         eprintln!("  ingest:     {url}/v1/batch (and /v1/track, /v1/identify, /v1/group, /v1/page, /v1/screen, /v1/alias)");
+        if let Some(admin) = stack.admin_url() {
+            eprintln!("  admin API:  {admin}/v1/definitions, {admin}/v1/accounts (admin key: {})", args.admin_key);
+            eprintln!("              pql definition list --api {admin} --admin-key {}", args.admin_key);
+        }
         if let Some(n) = notify {
             eprintln!("  notify:     alerts delivered to {n} destination(s); pql alerts list --dynamodb-endpoint {} --table-prefix {table_prefix}", stack.endpoint);
         }
@@ -135,7 +155,8 @@ pub fn notify_options(args: &StackArgs) -> anyhow::Result<Option<pql_local_stack
             return Ok(None);
         }
         let ids: Vec<_> = destinations.iter().map(|d| d["id"].clone()).collect();
-        let spec = serde_json::json!({"destination": destinations, "default": {"destinations": ids}});
+        let spec =
+            serde_json::json!({"destination": destinations, "default": {"destinations": ids}});
         pql_notify::Settings::parse_json("the command line", &spec.to_string())?
     };
     let mut options = pql_local_stack::NotifyOptions::new(settings);

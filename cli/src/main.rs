@@ -4,14 +4,18 @@
 //! Exit codes: 0 success, 1 bad input (unreadable file, invalid definition, bad outcomes),
 //! 2 usage (unknown flag, missing argument: reported by clap).
 
+mod accounts;
+mod admin_client;
 mod alerts;
 mod backtest;
+mod definition;
 mod demo;
 mod generate;
 mod input;
 mod local;
 mod outcomes;
 mod report;
+mod report_html;
 mod validate;
 
 use std::process::ExitCode;
@@ -46,18 +50,40 @@ enum Command {
     Demo(demo::Args),
     /// Sales alerts: deliveries (`list [--failed]`), `replay ID`, `feedback ID`, `settings FILE`.
     Alerts(alerts::Args),
+    /// Accounts through the admin API: `list` (by stage and tier) or `show ID`.
+    #[command(subcommand)]
+    Accounts(accounts::Command),
 }
 
 #[derive(Debug, Subcommand)]
 enum DefinitionCommand {
     /// Check a definition file (TOML, or JSON by extension) and summarise it.
     Validate(validate::Args),
+    /// Push a definition file to the admin API as a new version (validated there).
+    Push(definition::PushArgs),
+    /// The tenant's definition versions, the active one marked.
+    List(definition::ListArgs),
+    /// One version's canonical content.
+    Show(definition::ShowArgs),
+    /// A unified diff of two versions' canonical content.
+    Diff(definition::DiffArgs),
+    /// Make a version the active one (what the pipeline evaluates).
+    Activate(definition::ActivateArgs),
+    /// Activate the version that was active before the current one.
+    Rollback(definition::RollbackArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Definition(DefinitionCommand::Validate(args)) => validate::run(&args),
+        Command::Definition(DefinitionCommand::Push(args)) => definition::push(&args),
+        Command::Definition(DefinitionCommand::List(args)) => definition::list(&args),
+        Command::Definition(DefinitionCommand::Show(args)) => definition::show(&args),
+        Command::Definition(DefinitionCommand::Diff(args)) => definition::diff(&args),
+        Command::Definition(DefinitionCommand::Activate(args)) => definition::activate(&args),
+        Command::Definition(DefinitionCommand::Rollback(args)) => definition::rollback(&args),
+        Command::Accounts(command) => accounts::run(&command),
         Command::Backtest(args) => backtest::run(&args),
         Command::Generate(args) => generate::run(&args),
         Command::Local(args) => local::run(&args),
@@ -82,6 +108,27 @@ fn report_error(error: &anyhow::Error) {
             "error: {} is not a valid definition ({n} problem{})",
             errors.file,
             if n == 1 { "" } else { "s" }
+        );
+    } else if let Some(api) = error
+        .downcast_ref::<admin_client::ApiError>()
+        .filter(|e| e.code == "invalid_definition")
+    {
+        // The API's validation, printed as `pql definition validate` prints it.
+        for e in api.body["errors"].as_array().into_iter().flatten() {
+            let text = |k: &str| e[k].as_str().unwrap_or("");
+            let field = match text("field") {
+                "" => String::new(),
+                f => format!("{f}: "),
+            };
+            let allowed = match text("allowed") {
+                "" => String::new(),
+                a => format!(" (allowed: {a})"),
+            };
+            eprintln!("{}: {field}{}{allowed}", text("location"), text("message"));
+        }
+        eprintln!(
+            "error: the admin API refused the definition ({} {})",
+            api.status, api.code
         );
     } else {
         eprintln!("error: {error:#}");

@@ -111,6 +111,10 @@ pub struct Options {
     pub wrap_activation: Option<WrapHandler>,
     /// Runs the notify function (alert delivery); `None`: alerts stay in the outbox.
     pub notify: Option<NotifyOptions>,
+    /// Registers this admin key for the tenant (stored as its SHA-256 only).
+    pub admin_key: Option<String>,
+    /// Where the admin API listens (port 0: any free port); `None`: not served.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl Options {
@@ -148,6 +152,8 @@ impl Options {
             sweep_interval: Duration::from_secs(60),
             wrap_activation: None,
             notify: None,
+            admin_key: None,
+            admin_listen: None,
         }
     }
 }
@@ -176,6 +182,8 @@ pub struct LocalStack {
     pub endpoint: String,
     pub store: Store,
     pub ingest_address: SocketAddr,
+    /// Where the admin API listens, when [`Options::admin_listen`] was given.
+    pub admin_address: Option<SocketAddr>,
     pub tenant: TenantId,
     shutdown: CancellationToken,
     tasks: JoinSet<Result<(), String>>,
@@ -218,6 +226,9 @@ impl LocalStack {
         store
             .put_tenant(&options.tenant, &options.write_key, &options.definition)
             .await?;
+        if let Some(admin_key) = &options.admin_key {
+            store.put_admin_key(&options.tenant, admin_key).await?;
+        }
 
         let shutdown = CancellationToken::new();
         let mut tasks: JoinSet<Result<(), String>> = JoinSet::new();
@@ -350,10 +361,30 @@ impl LocalStack {
                 .map_err(|e| format!("ingest server: {e}"))
         });
 
+        let admin_address = match options.admin_listen {
+            None => None,
+            Some(address) => {
+                let listen_error = |source| LocalStackError::Listen { address, source };
+                let listener = tokio::net::TcpListener::bind(address)
+                    .await
+                    .map_err(listen_error)?;
+                let bound = listener.local_addr().map_err(listen_error)?;
+                let app = Arc::new(pql_admin::App::new(store.clone()));
+                let token = shutdown.clone();
+                tasks.spawn(async move {
+                    pql_admin::local::serve(listener, app, token.cancelled_owned())
+                        .await
+                        .map_err(|e| format!("admin server: {e}"))
+                });
+                Some(bound)
+            }
+        };
+
         Ok(LocalStack {
             endpoint,
             store,
             ingest_address,
+            admin_address,
             tenant: options.tenant,
             shutdown,
             tasks,
@@ -365,6 +396,11 @@ impl LocalStack {
     /// The ingest base URL, e.g. `http://127.0.0.1:8787`.
     pub fn ingest_url(&self) -> String {
         format!("http://{}", self.ingest_address)
+    }
+
+    /// The admin API's base URL, when it is served.
+    pub fn admin_url(&self) -> Option<String> {
+        self.admin_address.map(|a| format!("http://{a}"))
     }
 
     /// Records the pumps gave up on so far (what would sit in the failure queue).
