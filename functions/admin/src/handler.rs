@@ -40,6 +40,7 @@ enum Route {
     Activate(String),
     Accounts,
     Account(String),
+    Funnel,
 }
 
 impl Route {
@@ -52,6 +53,7 @@ impl Route {
             ["v1", "definitions", a, "diff", b] => Route::Diff((*a).to_owned(), (*b).to_owned()),
             ["v1", "definitions", v, "activate"] => Route::Activate((*v).to_owned()),
             ["v1", "accounts"] => Route::Accounts,
+            ["v1", "funnel"] => Route::Funnel,
             ["v1", "accounts", id] => Route::Account(percent_decode(id)?),
             _ => return None,
         })
@@ -245,6 +247,7 @@ impl App {
             }
             (Route::Accounts, _) => self.list_accounts(&tenant, &params).await,
             (Route::Account(id), _) => self.show_account(&tenant, &id, &params).await,
+            (Route::Funnel, _) => self.funnel(&tenant, &params).await,
         }
     }
 
@@ -570,6 +573,141 @@ impl App {
     }
 }
 
+/// The most accounts `GET /v1/funnel` reads (it reads each one's record: admin only).
+pub const MAX_FUNNEL_ACCOUNTS: usize = 2000;
+
+fn median(values: &mut [f64]) -> Option<f64> {
+    pql_engine::backtest::median(values)
+}
+
+impl App {
+    /// `GET /v1/funnel?days=N&at=T`: accounts per stage reached on each of the last N days
+    /// (from the lifecycle's and the decision's times), the current stages, and the median days
+    /// from sign-up to activation, to each milestone and to PQL. Reads at most
+    /// [`MAX_FUNNEL_ACCOUNTS`] accounts (`truncated` says when there were more).
+    async fn funnel(
+        &self,
+        tenant: &TenantId,
+        params: &BTreeMap<String, String>,
+    ) -> Result<Response<Body>, AdminError> {
+        for name in params.keys() {
+            if !["days", "at"].contains(&name.as_str()) {
+                return Err(AdminError::BadRequest(format!(
+                    "unknown query parameter `{name}` (allowed: days, at)"
+                )));
+            }
+        }
+        let days = match params.get("days") {
+            None => 30,
+            Some(d) => match d.parse::<u32>() {
+                Ok(n) if (1..=365).contains(&n) => n,
+                _ => {
+                    return Err(AdminError::BadRequest(format!(
+                        "`days` is `{d}` (allowed: a whole number from 1 to 365)"
+                    )))
+                }
+            },
+        };
+        let at = Self::decision_time(params)?;
+        let definition = self.active_definition(tenant).await?;
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut truncated = false;
+        loop {
+            let page = self
+                .store
+                .list_lifecycles(tenant, None, MAX_FUNNEL_ACCOUNTS, cursor.as_deref())
+                .await?
+                .map_err(AdminError::BadRequest)?;
+            items.extend(page.items);
+            cursor = page.next;
+            if items.len() >= MAX_FUNNEL_ACCOUNTS {
+                truncated = cursor.is_some() || items.len() > MAX_FUNNEL_ACCOUNTS;
+                items.truncate(MAX_FUNNEL_ACCOUNTS);
+                break;
+            }
+            if cursor.is_none() {
+                break;
+            }
+        }
+        let mut stages: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut signed_up = Vec::new();
+        let mut activated = Vec::new();
+        let mut qualified = Vec::new();
+        let mut to_activation = Vec::new();
+        let mut to_pql = Vec::new();
+        let mut to_milestone: BTreeMap<String, Vec<f64>> = definition
+            .milestones
+            .iter()
+            .map(|m| (m.name.clone(), Vec::new()))
+            .collect();
+        for chunk in items.chunks(50) {
+            let records = futures::future::join_all(chunk.iter().map(|item| {
+                self.store
+                    .load_record::<AccountRecord>(tenant, RecordKind::Account, &item.account)
+            }))
+            .await;
+            for (item, record) in chunk.iter().zip(records) {
+                let lifecycle = &item.lifecycle;
+                *stages.entry(lifecycle.stage.as_str()).or_default() += 1;
+                let decision = record?.map(|r| evaluate(&definition, &r.value.state, at));
+                let signup = decision.as_ref().and_then(|d| d.signed_up_at);
+                signed_up.extend(signup);
+                activated.extend(lifecycle.activated_at);
+                qualified.extend(lifecycle.first_qualified_at);
+                let Some(signup) = signup else { continue };
+                let since = |t: Timestamp| signup.days_before(t).max(0.0);
+                to_activation.extend(lifecycle.activated_at.map(since));
+                to_pql.extend(lifecycle.first_qualified_at.map(since));
+                for m in decision.iter().flat_map(|d| &d.milestones) {
+                    if let (Some(met), Some(list)) = (m.met_at, to_milestone.get_mut(&m.name)) {
+                        list.push(since(met));
+                    }
+                }
+            }
+        }
+        let reached_by =
+            |times: &[Timestamp], end: Timestamp| times.iter().filter(|t| **t <= end).count();
+        let over_time: Vec<Value> = (0..days)
+            .rev()
+            .map(|back| {
+                let end = at.minus_days(f64::from(back));
+                json!({
+                    "date": end.to_rfc3339(),
+                    "signed_up": reached_by(&signed_up, end),
+                    "activated": reached_by(&activated, end),
+                    "pql": reached_by(&qualified, end),
+                })
+            })
+            .collect();
+        let milestones: BTreeMap<String, Value> = to_milestone
+            .into_iter()
+            .map(|(name, mut days)| {
+                (
+                    name,
+                    json!({ "accounts": days.len(), "median_days": median(&mut days) }),
+                )
+            })
+            .collect();
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({
+                "definition_version": definition.version,
+                "evaluated_at": at.to_rfc3339(),
+                "accounts": items.len(),
+                "truncated": truncated,
+                "stages": stages,
+                "over_time": over_time,
+                "median_days_from_signup": {
+                    "activated": { "accounts": to_activation.len(), "median_days": median(&mut to_activation) },
+                    "pql": { "accounts": to_pql.len(), "median_days": median(&mut to_pql) },
+                    "milestones": milestones,
+                },
+            }),
+        ))
+    }
+}
+
 fn account_summary(
     definition: &Definition,
     item: &LifecycleItem,
@@ -611,6 +749,7 @@ mod tests {
             Some(Route::Account("acme inc".into()))
         );
         assert_eq!(Route::parse("/v1/accounts/bad%zz"), None);
+        assert_eq!(Route::parse("/v1/funnel"), Some(Route::Funnel));
         assert_eq!(Route::parse("/v2/definitions"), None);
     }
 }

@@ -11,6 +11,7 @@
 //! | `POST /v1/definitions/rollback` `{"author": ...}` | activates the version active before |
 //! | `GET /v1/accounts?stage=&tier=&limit=&cursor=` | accounts with stage, tier, score (bounded scan: admin only) |
 //! | `GET /v1/accounts/{id}` | lifecycle, current decision with reasons, alerts |
+//! | `GET /v1/funnel?days=N` | stages reached per day, current stages, median days from sign-up to activation, each milestone and PQL |
 //!
 //! Errors are `{"error": "<code>", "message": "..."}` (invalid definitions add `errors`, each
 //! with `field`, `line`, `column`, `location`, `message`, `allowed`); a write key is `403`, a

@@ -591,6 +591,39 @@ async fn accounts_by_stage_and_tier_with_decisions() {
     let (status, _) = api.call("GET", "/v1/accounts/nobody", None).await;
     assert_eq!(status, 404);
 
+    // The funnel: stages reached per day, median days from sign-up (the first event here).
+    let (status, funnel) = api
+        .call("GET", &format!("/v1/funnel?days=3&{at}"), None)
+        .await;
+    assert_eq!(status, 200, "{funnel}");
+    assert_eq!(funnel["accounts"], 3);
+    assert_eq!(funnel["stages"], json!({"activated": 2, "pql": 1}));
+    let days: Vec<(u64, u64, u64)> = funnel["over_time"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let n = |k: &str| d[k].as_u64().unwrap();
+            (n("signed_up"), n("activated"), n("pql"))
+        })
+        .collect();
+    assert_eq!(days, [(0, 0, 0), (3, 2, 0), (3, 3, 1)], "{funnel}");
+    let medians = &funnel["median_days_from_signup"];
+    let close = |v: &Value, x: f64| (v.as_f64().unwrap() - x).abs() < 1e-6;
+    assert!(close(&medians["pql"]["median_days"], 0.2), "{medians}");
+    assert!(
+        close(&medians["activated"]["median_days"], 0.0),
+        "{medians}"
+    );
+    assert!(
+        close(&medians["milestones"]["invited"]["median_days"], 0.2),
+        "{medians}"
+    );
+    assert_eq!(medians["milestones"]["invited"]["accounts"], 1);
+    let (status, error) = api.call("GET", "/v1/funnel?days=0", None).await;
+    assert_eq!(status, 400);
+    assert!(error["message"].as_str().unwrap().contains("from 1 to 365"));
+
     // Bad input says what is allowed.
     for (query, needle) in [
         ("stage=hot", "signed_up"),
