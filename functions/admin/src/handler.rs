@@ -41,6 +41,7 @@ enum Route {
     Accounts,
     Account(String),
     Funnel,
+    Precision,
 }
 
 impl Route {
@@ -54,6 +55,7 @@ impl Route {
             ["v1", "definitions", v, "activate"] => Route::Activate((*v).to_owned()),
             ["v1", "accounts"] => Route::Accounts,
             ["v1", "funnel"] => Route::Funnel,
+            ["v1", "precision"] => Route::Precision,
             ["v1", "accounts", id] => Route::Account(percent_decode(id)?),
             _ => return None,
         })
@@ -248,6 +250,7 @@ impl App {
             (Route::Accounts, _) => self.list_accounts(&tenant, &params).await,
             (Route::Account(id), _) => self.show_account(&tenant, &id, &params).await,
             (Route::Funnel, _) => self.funnel(&tenant, &params).await,
+            (Route::Precision, _) => self.precision(&tenant).await,
         }
     }
 
@@ -708,6 +711,93 @@ impl App {
     }
 }
 
+impl App {
+    /// `GET /v1/precision`: per definition version, the alerts it made and the sales outcomes
+    /// recorded on them (`pql alerts feedback`: accepted, rejected, converted, lost), with
+    /// precision = converted ÷ alerts with a final outcome (converted, lost or rejected).
+    /// Admin-only and bounded: reads at most [`MAX_FUNNEL_ACCOUNTS`] lifecycles and the alerts
+    /// of those that qualified, and scans the tenant's feedback items.
+    async fn precision(&self, tenant: &TenantId) -> Result<Response<Body>, AdminError> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut truncated = false;
+        loop {
+            let page = self
+                .store
+                .list_lifecycles(tenant, None, MAX_FUNNEL_ACCOUNTS, cursor.as_deref())
+                .await?
+                .map_err(AdminError::BadRequest)?;
+            items.extend(
+                page.items
+                    .into_iter()
+                    .filter(|i| i.lifecycle.qualifications > 0),
+            );
+            cursor = page.next;
+            if items.len() >= MAX_FUNNEL_ACCOUNTS {
+                truncated = cursor.is_some() || items.len() > MAX_FUNNEL_ACCOUNTS;
+                items.truncate(MAX_FUNNEL_ACCOUNTS);
+                break;
+            }
+            if cursor.is_none() {
+                break;
+            }
+        }
+        let mut alerted: BTreeMap<String, usize> = BTreeMap::new();
+        for chunk in items.chunks(50) {
+            let alerts = futures::future::join_all(
+                chunk
+                    .iter()
+                    .map(|item| self.store.alerts(tenant, &item.account)),
+            )
+            .await;
+            for alert in alerts
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .flatten()
+            {
+                *alerted.entry(alert.definition_version).or_default() += 1;
+            }
+        }
+        let (_, feedback) = self.store.all_deliveries(Some(tenant)).await?;
+        let mut outcomes: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+        for f in feedback {
+            alerted.entry(f.definition_version.clone()).or_default();
+            *outcomes
+                .entry(f.definition_version)
+                .or_default()
+                .entry(f.outcome)
+                .or_default() += 1;
+        }
+        let index = self.store.definition_index(tenant).await?;
+        let rows: Vec<Value> = alerted
+            .into_iter()
+            .map(|(version, alerts)| {
+                let by = outcomes.remove(&version).unwrap_or_default();
+                let n = |s: &str| by.get(s).copied().unwrap_or(0);
+                let decided = n("converted") + n("lost") + n("rejected");
+                let name = index
+                    .as_ref()
+                    .and_then(|i| i.summary(&version))
+                    .map(|s| s.name.clone());
+                json!({
+                    "definition_version": version,
+                    "name": name,
+                    "alerts": alerts,
+                    "outcomes": by,
+                    "with_final_outcome": decided,
+                    "converted": n("converted"),
+                    "precision": (decided > 0).then(|| n("converted") as f64 / decided as f64),
+                })
+            })
+            .collect();
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "versions": rows, "truncated": truncated }),
+        ))
+    }
+}
+
 fn account_summary(
     definition: &Definition,
     item: &LifecycleItem,
@@ -750,6 +840,7 @@ mod tests {
         );
         assert_eq!(Route::parse("/v1/accounts/bad%zz"), None);
         assert_eq!(Route::parse("/v1/funnel"), Some(Route::Funnel));
+        assert_eq!(Route::parse("/v1/precision"), Some(Route::Precision));
         assert_eq!(Route::parse("/v2/definitions"), None);
     }
 }

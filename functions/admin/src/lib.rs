@@ -12,6 +12,7 @@
 //! | `GET /v1/accounts?stage=&tier=&limit=&cursor=` | accounts with stage, tier, score (bounded scan: admin only) |
 //! | `GET /v1/accounts/{id}` | lifecycle, current decision with reasons, alerts |
 //! | `GET /v1/funnel?days=N` | stages reached per day, current stages, median days from sign-up to activation, each milestone and PQL |
+//! | `GET /v1/precision` | per definition version: alerts, sales outcomes (`pql alerts feedback`), precision |
 //!
 //! Errors are `{"error": "<code>", "message": "..."}` (invalid definitions add `errors`, each
 //! with `field`, `line`, `column`, `location`, `message`, `allowed`); a write key is `403`, a

@@ -643,3 +643,71 @@ async fn accounts_by_stage_and_tier_with_decisions() {
         );
     }
 }
+
+#[tokio::test]
+async fn precision_per_definition_version_from_sales_feedback() {
+    use pql_store::deliveries::Feedback;
+    let api = Api::start().await;
+    let store = &api.store;
+    let v1 = Definition::from_toml("v1.toml", V1).unwrap();
+    let v2 = Definition::from_toml("v2.toml", &V1.replace("hot = 40", "hot = 45")).unwrap();
+    let qualify = [
+        ("group", "X"),
+        ("track", "Project Created"),
+        ("track", "Teammate Invited"),
+    ];
+    for (definition, id, outcome) in [
+        (&v1, "a1", Some("converted")),
+        (&v1, "a2", Some("rejected")),
+        (&v1, "a3", Some("accepted")),
+        (&v2, "b1", Some("converted")),
+        (&v2, "b2", None),
+    ] {
+        let observed = account(store, definition, id, &qualify).await;
+        assert!(
+            matches!(observed, Observed::Qualified(_)),
+            "{id}: {observed:?}"
+        );
+        if let Some(outcome) = outcome {
+            store
+                .put_feedback(&Feedback {
+                    tenant: tenant(),
+                    account: id.to_owned(),
+                    sequence: 1,
+                    outcome: outcome.to_owned(),
+                    reason: None,
+                    by: Some("sales".into()),
+                    at: "2026-01-07T00:00:00Z".into(),
+                    definition_version: definition.version.clone(),
+                })
+                .await
+                .unwrap();
+        }
+    }
+    // Not qualified: no alert, counted nowhere.
+    account(store, &v1, "c1", &[("track", "Project Created")]).await;
+
+    let (status, answer) = api.call("GET", "/v1/precision", None).await;
+    assert_eq!(status, 200, "{answer}");
+    let rows = answer["versions"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{answer}");
+    let row = |v: &str| {
+        rows.iter()
+            .find(|r| r["definition_version"] == v)
+            .unwrap_or_else(|| panic!("{v}: {answer}"))
+    };
+    let first = row(&v1.version);
+    assert_eq!(first["alerts"], 3);
+    assert_eq!(first["with_final_outcome"], 2);
+    assert_eq!(first["precision"], json!(0.5));
+    assert_eq!(first["name"], "admin tests");
+    assert_eq!(
+        first["outcomes"],
+        json!({"accepted": 1, "converted": 1, "rejected": 1})
+    );
+    let second = row(&v2.version);
+    assert_eq!(
+        (second["alerts"].as_u64(), second["precision"].as_f64()),
+        (Some(2), Some(1.0))
+    );
+}
