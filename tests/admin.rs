@@ -179,6 +179,17 @@ async fn the_cli_manages_definitions_and_shows_accounts_through_the_admin_api() 
             "{stderr}"
         );
 
+        let funnel = json(api, &["accounts", "funnel", "--days", "3"]);
+        assert_eq!(funnel["stages"]["pql"], 1, "{funnel}");
+        let funnel = ok(api, &["accounts", "funnel"]);
+        assert!(
+            funnel.contains("median days from sign-up: activated"),
+            "{funnel}"
+        );
+        let precision = json(api, &["accounts", "precision"]);
+        assert_eq!(precision["versions"][0]["alerts"], 1, "{precision}");
+        assert_eq!(precision["versions"][0]["precision"], Value::Null);
+
         // Wrong keys.
         let output = pql()
             .args([

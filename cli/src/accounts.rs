@@ -12,6 +12,26 @@ pub enum Command {
     List(ListArgs),
     /// One account: its stage, current decision with reasons, and alerts.
     Show(ShowArgs),
+    /// Accounts per stage reached on each of the last days, and the median days from sign-up
+    /// to activation, each milestone and PQL.
+    Funnel(FunnelArgs),
+    /// Per definition version: alerts, sales outcomes and precision.
+    Precision(PrecisionArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FunnelArgs {
+    /// How many days back (1 to 365).
+    #[arg(long, default_value_t = 14)]
+    pub days: u32,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PrecisionArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -42,7 +62,96 @@ pub fn run(command: &Command) -> anyhow::Result<()> {
     match command {
         Command::Show(args) => show(args),
         Command::List(args) => list(args),
+        Command::Funnel(args) => funnel(args),
+        Command::Precision(args) => precision(args),
     }
+}
+
+fn days(v: &Value) -> String {
+    v.as_f64()
+        .map_or_else(|| "n/a".to_owned(), |d| format!("{d:.1}"))
+}
+
+fn funnel(args: &FunnelArgs) -> anyhow::Result<()> {
+    let answer = AdminClient::new(&args.api)?.get(&format!("/v1/funnel?days={}", args.days))?;
+    if args.api.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&answer).expect("JSON prints")
+        );
+        return Ok(());
+    }
+    let mut table = Table::new();
+    table.load_preset(presets::UTF8_FULL_CONDENSED);
+    table.set_header(["day", "signed up", "activated", "PQL"]);
+    for d in answer["over_time"].as_array().into_iter().flatten() {
+        table.add_row([
+            d["date"]
+                .as_str()
+                .unwrap_or("")
+                .chars()
+                .take(10)
+                .collect::<String>(),
+            d["signed_up"].to_string(),
+            d["activated"].to_string(),
+            d["pql"].to_string(),
+        ]);
+    }
+    println!("{table}");
+    let m = &answer["median_days_from_signup"];
+    println!(
+        "median days from sign-up: activated {}, PQL {}",
+        days(&m["activated"]["median_days"]),
+        days(&m["pql"]["median_days"])
+    );
+    if let Some(milestones) = m["milestones"].as_object() {
+        for (name, v) in milestones {
+            println!(
+                "  {name}: {} ({} accounts)",
+                days(&v["median_days"]),
+                v["accounts"]
+            );
+        }
+    }
+    if answer["truncated"] == Value::Bool(true) {
+        println!("(only the first {} accounts were read)", answer["accounts"]);
+    }
+    Ok(())
+}
+
+fn precision(args: &PrecisionArgs) -> anyhow::Result<()> {
+    let answer = AdminClient::new(&args.api)?.get("/v1/precision")?;
+    if args.api.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&answer).expect("JSON prints")
+        );
+        return Ok(());
+    }
+    let mut table = Table::new();
+    table.load_preset(presets::UTF8_FULL_CONDENSED);
+    table.set_header([
+        "definition",
+        "name",
+        "alerts",
+        "outcomes",
+        "converted",
+        "precision",
+    ]);
+    for v in answer["versions"].as_array().into_iter().flatten() {
+        table.add_row([
+            v["definition_version"].as_str().unwrap_or("").to_owned(),
+            v["name"].as_str().unwrap_or("").to_owned(),
+            v["alerts"].to_string(),
+            v["with_final_outcome"].to_string(),
+            v["converted"].to_string(),
+            v["precision"]
+                .as_f64()
+                .map_or_else(|| "n/a".to_owned(), |p| format!("{:.1}%", 100.0 * p)),
+        ]);
+    }
+    println!("{table}");
+    Ok(())
 }
 
 fn list(args: &ListArgs) -> anyhow::Result<()> {

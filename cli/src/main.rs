@@ -50,7 +50,8 @@ enum Command {
     Demo(demo::Args),
     /// Sales alerts: deliveries (`list [--failed]`), `replay ID`, `feedback ID`, `settings FILE`.
     Alerts(alerts::Args),
-    /// Accounts through the admin API: `list` (by stage and tier) or `show ID`.
+    /// Accounts through the admin API: `list` (by stage and tier), `show ID`, `funnel`,
+    /// `precision` (per definition version).
     #[command(subcommand)]
     Accounts(accounts::Command),
 }
