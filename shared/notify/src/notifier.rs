@@ -110,6 +110,9 @@ fn tier_rank(tier: &str) -> u8 {
     }
 }
 
+/// A tenant's settings (or their absence) and when they were read.
+type CachedSettings = (Instant, Option<Arc<Settings>>);
+
 /// The notifier: built once per Lambda instance (or local stack, or CLI replay).
 pub struct Notifier {
     store: Store,
@@ -118,7 +121,7 @@ pub struct Notifier {
     policy: RetryPolicy,
     lease: Duration,
     settings_ttl: Duration,
-    settings: Mutex<HashMap<TenantId, (Instant, Option<Arc<Settings>>)>>,
+    settings: Mutex<HashMap<TenantId, CachedSettings>>,
     pacer: Pacer,
 }
 
@@ -141,7 +144,7 @@ impl Notifier {
                 .expect("an HTTP client with default TLS"),
             mailer,
             policy: RetryPolicy::default(),
-            lease: Duration::from_secs(120),
+            lease: Duration::from_secs(150),
             settings_ttl: Duration::from_secs(30),
             settings: Mutex::new(HashMap::new()),
             pacer: Pacer::default(),
@@ -307,10 +310,7 @@ impl Notifier {
             .await?
         {
             Claim::Won => {}
-            Claim::Lost(Delivery {
-                state: DeliveryState::Claimed,
-                ..
-            }) => return Ok(Outcome::InFlight),
+            Claim::Lost(d) if d.state == DeliveryState::Claimed => return Ok(Outcome::InFlight),
             Claim::Lost(d) => return Ok(Outcome::AlreadyDone(d.state)),
         }
         // Stop retrying well before the lease ends.

@@ -198,7 +198,7 @@ pub enum Claim {
     /// The caller owns the delivery until the lease ends: send, then finish.
     Won,
     /// Someone else has it (delivered, being sent, parked or suppressed): do not send.
-    Lost(Delivery),
+    Lost(Box<Delivery>),
 }
 
 /// How a claimed delivery ended.
@@ -362,7 +362,7 @@ impl Store {
                         key: key.id(),
                         reason: "a claim was refused but no delivery state is stored".into(),
                     })?;
-                Ok(Claim::Lost(current))
+                Ok(Claim::Lost(Box::new(current)))
             }
             Err(e) => Err(StoreError::dynamo("UpdateItem", table, e)),
         }
