@@ -5,7 +5,7 @@
 //! whom it was met, fit facts, gates and human-readable reasons. Both read the same helpers, so
 //! they cannot disagree.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::definition::{Definition, GateTest, Milestone, Threshold, Tier, TraitTest, Window};
 use crate::hits::{Hit, HitSet};
@@ -14,7 +14,7 @@ use crate::state::{milestone_shape, AccountState};
 use crate::time::Timestamp;
 
 /// The essentials of a decision, computed without allocating.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
     pub score: f64,
     pub tier: Tier,
@@ -93,14 +93,18 @@ pub struct GateStatus {
 /// The hit that makes milestone `m` met at `now`, if it is. For windows anchored at sign-up
 /// (or all time) that is the hit that completed the threshold; for a sliding window it is
 /// the latest hit, with the threshold's oldest hit still inside the window.
+///
+/// Decisions are made *as of* `now`: hits after `now` (events applied out of order, later in
+/// event time than the decision) do not count, so a late event cannot make an account
+/// qualify before the events that completed it.
 pub fn milestone_met<'s>(
     m: &Milestone,
     set: &'s HitSet,
     signed_up_at: Option<Timestamp>,
     now: Timestamp,
 ) -> Option<&'s Hit> {
-    let (_, keep) = milestone_shape(&m.threshold, m.window);
-    let completing = set.completion(keep)?;
+    let (order, keep) = milestone_shape(&m.threshold, m.window);
+    let completing = set.completion_as_of(order, keep, now)?;
     match m.window {
         Window::AllTime => Some(completing),
         Window::SinceSignup(days) => {
@@ -109,17 +113,23 @@ pub fn milestone_met<'s>(
         }
         Window::Sliding(days) => {
             let start = now.minus_days(days);
-            (completing.at > start).then(|| &set.hits()[0])
+            // The latest hit as of now is the first one not after it.
+            (completing.at > start)
+                .then(|| set.hits().iter().find(|h| h.at <= now))
+                .flatten()
         }
     }
 }
 
-/// Matching activity inside the milestone's window, in the threshold's unit.
+/// Matching activity inside the milestone's window (as of `now`), in the threshold's unit.
 fn progress(m: &Milestone, set: &HitSet, signed_up_at: Option<Timestamp>, now: Timestamp) -> f64 {
-    let in_window = |h: &&Hit| match m.window {
-        Window::AllTime => true,
-        Window::SinceSignup(days) => signed_up_at.is_some_and(|s| h.at < s.plus_days(days)),
-        Window::Sliding(days) => h.at > now.minus_days(days),
+    let in_window = |h: &&Hit| {
+        h.at <= now
+            && match m.window {
+                Window::AllTime => true,
+                Window::SinceSignup(days) => signed_up_at.is_some_and(|s| h.at < s.plus_days(days)),
+                Window::Sliding(days) => h.at > now.minus_days(days),
+            }
     };
     let hits = set.hits().iter().filter(in_window);
     match m.threshold {
@@ -143,7 +153,12 @@ fn target(m: &Milestone) -> f64 {
     }
 }
 
-fn trait_test(definition: &Definition, state: &AccountState, test: &TraitTest) -> bool {
+fn trait_test(
+    definition: &Definition,
+    state: &AccountState,
+    test: &TraitTest,
+    now: Timestamp,
+) -> bool {
     match *test {
         TraitTest::Account(i) => {
             match state
@@ -158,7 +173,11 @@ fn trait_test(definition: &Definition, state: &AccountState, test: &TraitTest) -
             }
         }
         TraitTest::User(i) => {
-            state.user_facts.get(i).is_some_and(|s| !s.is_empty())
+            state
+                .user_facts
+                .get(i)
+                .and_then(|s| s.hits().first())
+                .is_some_and(|h| h.at <= now)
                 && i < definition.user_conditions.len()
         }
     }
@@ -171,7 +190,8 @@ fn event_points(definition: &Definition, state: &AccountState, now: Timestamp) -
         // Hits are latest first, so weights only fall: stop at the first that is worth nothing
         // (outside the hard window) or once the cap is reached (the rest cannot undo it).
         let mut raw = 0.0;
-        for h in set.hits() {
+        // Hits after `now` do not count as of now (see `milestone_met`).
+        for h in set.hits().iter().skip_while(|h| h.at > now) {
             let weight = scoring.weight(h.at.days_before(now));
             if weight == 0.0 {
                 break;
@@ -222,11 +242,11 @@ fn facts(definition: &Definition, state: &AccountState, now: Timestamp) -> Facts
         .fit
         .conditions
         .iter()
-        .filter(|c| trait_test(definition, state, &c.test))
+        .filter(|c| trait_test(definition, state, &c.test, now))
         // Not `sum()`: an empty float sum is -0.0, shown as "fit poor: -0".
         .fold(0.0, |total, c| total + c.points);
     let disqualified = definition.gates.iter().any(|g| match &g.test {
-        GateTest::Trait(t) => trait_test(definition, state, t),
+        GateTest::Trait(t) => trait_test(definition, state, t, now),
         GateTest::Milestone(i) => is_met(*i),
     });
     Facts {
@@ -323,7 +343,7 @@ pub fn evaluate(definition: &Definition, state: &AccountState, now: Timestamp) -
         .iter()
         .map(|c| FitFact {
             name: c.name.clone(),
-            matched: trait_test(definition, state, &c.test),
+            matched: trait_test(definition, state, &c.test, now),
             points: c.points,
         })
         .collect();
@@ -352,7 +372,7 @@ pub fn evaluate(definition: &Definition, state: &AccountState, now: Timestamp) -
         .map(|g| GateStatus {
             name: g.name.clone(),
             holds: match &g.test {
-                GateTest::Trait(t) => trait_test(definition, state, t),
+                GateTest::Trait(t) => trait_test(definition, state, t, now),
                 GateTest::Milestone(i) => facts.met(*i),
             },
         })

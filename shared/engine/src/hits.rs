@@ -192,6 +192,29 @@ impl HitSet {
         }
     }
 
+    /// [`HitSet::completion`] as of `now`: only hits at or before `now` count. (The same as
+    /// `completion` when no hit is later than `now`, the usual case, checked first.)
+    pub fn completion_as_of(&self, order: Order, keep: Keep, now: Timestamp) -> Option<&Hit> {
+        let latest = match order {
+            Order::Earliest => self.hits.last(),
+            Order::Latest => self.hits.first(),
+        };
+        if latest.is_none_or(|h| h.at <= now) {
+            return self.completion(keep);
+        }
+        let mut visible = self.hits.iter().filter(|h| h.at <= now);
+        match keep {
+            Keep::Events(n) | Keep::Users(n) | Keep::Days(n) => visible.nth(n as usize - 1),
+            Keep::Sum(target) => {
+                let mut total = 0i64;
+                visible.find(|h| {
+                    total = total.saturating_add(h.value);
+                    total >= target
+                })
+            }
+        }
+    }
+
     fn is_full(&self, keep: Keep) -> bool {
         match keep {
             Keep::Events(n) | Keep::Users(n) | Keep::Days(n) => self.hits.len() >= n as usize,

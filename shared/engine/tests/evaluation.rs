@@ -1034,6 +1034,9 @@ fn a_user_in_two_accounts() {
     // Unnamed: counts for both.
     ledger.ingest(&calls.track("consultant", "Used", day(2.0)));
     ledger.ingest(&calls.track("consultant", "Used", day(2.1)));
+    // Decided as of day 2.1: the event at 2.1 does not count as of day 2.
+    assert!(!met(&ledger, "initech", "used", now));
+    let now = day(2.1);
     assert!(met(&ledger, "initech", "used", now));
     assert_eq!(
         ledger.decide("acme", now).unwrap().milestones[0].progress,
