@@ -464,6 +464,7 @@ async fn qualifications_match_the_ledger_on_a_simulated_history() {
             let record = AccountRecord {
                 state: entry.state.clone(),
                 clock: entry.clock,
+                points: Vec::new(),
             };
             let version = last.get(id).map_or(1, |(_, v)| v + 1);
             let old = last.get(id).map(|(r, v)| account_item(id, r, *v));

@@ -27,7 +27,7 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use pql_engine::definition::Tier;
 use pql_engine::lifecycle::Qualification;
-use pql_engine::{evaluate, verdict, Definition, Lifecycle, Stage, Timestamp};
+use pql_engine::{evaluate, verdict, Definition, Lifecycle, Stage, Timestamp, Verdict};
 use serde::{Deserialize, Serialize};
 
 use crate::records::AccountRecord;
@@ -130,7 +130,9 @@ pub enum Observed {
     Unchanged { stage: Stage },
     /// The lifecycle changed without a qualification (activated, disqualified, dropped out).
     Changed { stage: Stage },
-    /// The account qualified: the lifecycle and this alert were written together.
+    /// The account qualified: the lifecycle and this alert were written together. (An
+    /// observation whose points qualify more than once, a re-entry after the cooldown within
+    /// one stream batch of replayed history, writes every alert; this is the last.)
     Qualified(Alert),
 }
 
@@ -300,7 +302,7 @@ impl Store {
         account: &str,
         record: &LifecycleRecord,
         read_version: u64,
-        alert: Option<&Alert>,
+        alerts: &[Alert],
     ) -> Result<Result<u64, Conflict>, StoreError> {
         let table = &self.tables.alerts;
         let pk = alerts_pk(tenant, account);
@@ -329,7 +331,7 @@ impl Store {
                 Some(HashMap::from([(":read".to_owned(), n(read_version))])),
             )
         };
-        let Some(alert) = alert else {
+        if alerts.is_empty() {
             return match self
                 .client
                 .put_item()
@@ -348,7 +350,7 @@ impl Store {
                 }
                 Err(e) => Err(StoreError::dynamo("PutItem", table, e)),
             };
-        };
+        }
         let lifecycle_put = Put::builder()
             .table_name(table)
             .set_item(Some(item))
@@ -356,20 +358,21 @@ impl Store {
             .set_expression_attribute_values(values)
             .build()
             .map_err(|e| StoreError::Config(e.to_string()))?;
-        let alert_put = Put::builder()
-            .table_name(table)
-            .set_item(Some(alert.item(&pk)))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(|e| StoreError::Config(e.to_string()))?;
-        match self
+        let mut transaction = self
             .client
             .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(lifecycle_put).build())
-            .transact_items(TransactWriteItem::builder().put(alert_put).build())
-            .send()
-            .await
-        {
+            .transact_items(TransactWriteItem::builder().put(lifecycle_put).build());
+        for alert in alerts {
+            let alert_put = Put::builder()
+                .table_name(table)
+                .set_item(Some(alert.item(&pk)))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(|e| StoreError::Config(e.to_string()))?;
+            transaction =
+                transaction.transact_items(TransactWriteItem::builder().put(alert_put).build());
+        }
+        match transaction.send().await {
             Ok(_) => Ok(Ok(version)),
             Err(SdkError::ServiceError(e)) if is_retryable_cancellation(e.err()) => {
                 Ok(Err(Conflict))
@@ -445,9 +448,20 @@ impl Store {
                 return Ok(Observed::Stale);
             }
             let mut next = current.value.clone();
-            let v = verdict(definition, &record.state, at);
-            let qualification = next.lifecycle.observe(definition, &v, at);
-            if qualification.is_none() && next.lifecycle == current.value.lifecycle {
+            // An event observation replays the verdicts the activation function made after
+            // each event it applied (the record's points); a record without any, and the
+            // sweep, are judged once at `at`.
+            let points: Vec<(Verdict, Timestamp)> = match trigger {
+                Trigger::Event if !record.points.is_empty() => {
+                    record.points.iter().map(|p| (p.verdict, p.at)).collect()
+                }
+                _ => vec![(verdict(definition, &record.state, at), at)],
+            };
+            let qualifications: Vec<Qualification> = points
+                .iter()
+                .filter_map(|(v, at)| next.lifecycle.observe(definition, v, *at))
+                .collect();
+            if qualifications.is_empty() && next.lifecycle == current.value.lifecycle {
                 // Nothing to record. (Not even `observed_version`: observing this record
                 // again on the same lifecycle changes nothing either.)
                 return Ok(Observed::Unchanged {
@@ -457,14 +471,16 @@ impl Store {
             if trigger == Trigger::Event {
                 next.observed_version = record_version;
             }
-            let alert = qualification
-                .map(|q| alert_for(definition, tenant, account, record, &q, trigger, at));
+            let mut alerts: Vec<Alert> = qualifications
+                .iter()
+                .map(|q| alert_for(definition, tenant, account, record, q, trigger))
+                .collect();
             match self
-                .save_lifecycle(tenant, account, &next, current.version, alert.as_ref())
+                .save_lifecycle(tenant, account, &next, current.version, &alerts)
                 .await?
             {
                 Ok(_) => {
-                    return Ok(match alert {
+                    return Ok(match alerts.pop() {
                         Some(alert) => Observed::Qualified(alert),
                         None => Observed::Changed {
                             stage: next.lifecycle.stage,
@@ -491,9 +507,8 @@ fn alert_for(
     record: &AccountRecord,
     q: &Qualification,
     trigger: Trigger,
-    at: Timestamp,
 ) -> Alert {
-    let decision = evaluate(definition, &record.state, at);
+    let decision = evaluate(definition, &record.state, q.at);
     Alert {
         tenant: tenant.to_string(),
         account: account.to_owned(),

@@ -25,7 +25,7 @@ pub mod testing;
 
 use aws_sdk_dynamodb::Client;
 
-pub use records::{AccountRecord, Conflict, RecordKind, UserRecord, Versioned};
+pub use records::{AccountRecord, Conflict, DecisionPoint, RecordKind, UserRecord, Versioned};
 
 /// Table names, from the environment in Lambda (set by the template) or from the local stack.
 #[derive(Debug, Clone, PartialEq, Eq)]

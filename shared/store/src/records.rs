@@ -48,12 +48,67 @@ impl RecordKind {
     }
 }
 
-/// What the state table holds for an account: its activity state and its event clock (the
-/// latest event time that changed it), at which decisions are made, as `Ledger` does.
+/// What the state table holds for an account: its activity state, its event clock (the
+/// latest event time that changed it) and the decisions made since the previous write.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AccountRecord {
     pub state: pql_engine::AccountState,
     pub clock: pql_engine::Timestamp,
+    /// The verdicts of the events this write applied, in the order they were applied, each at
+    /// its event's time, as `Ledger` makes them after every event; only those where the
+    /// verdict's stage or tier changed, and the last. The activation function applies a whole
+    /// stream batch before it writes an account once, so the qualify function replays these
+    /// to decide *when* the account qualified (empty: decide at `clock`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub points: Vec<DecisionPoint>,
+}
+
+/// A verdict and the event time it was made at.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DecisionPoint {
+    pub at: pql_engine::Timestamp,
+    pub verdict: pql_engine::Verdict,
+}
+
+impl AccountRecord {
+    /// After an event at `at` changed the state: moves the clock and records the verdict as
+    /// of `at`, unless the event is late (older than an event already applied): a late
+    /// event's verdict is taken at the clock by [`AccountRecord::close_points`] instead, so
+    /// it cannot move a decision back before events that were applied earlier.
+    pub fn touched(&mut self, definition: &pql_engine::Definition, at: pql_engine::Timestamp) {
+        let late = at < self.clock;
+        self.clock = self.clock.max(at);
+        if !late {
+            self.record_point(definition, at);
+        }
+    }
+
+    /// Before the record is written: the verdict as of the clock is the last point.
+    pub fn close_points(&mut self, definition: &pql_engine::Definition) {
+        if self.points.last().is_none_or(|p| p.at < self.clock) {
+            self.record_point(definition, self.clock);
+        }
+    }
+
+    /// Records the verdict after an event at `at` changed the state: replaces the previous
+    /// point when the stage and tier are unchanged (it was not the last after all).
+    pub fn record_point(&mut self, definition: &pql_engine::Definition, at: pql_engine::Timestamp) {
+        let verdict = pql_engine::verdict(definition, &self.state, at);
+        let same = |p: &DecisionPoint| {
+            p.verdict.stage() == verdict.stage()
+                && p.verdict.tier == verdict.tier
+                && p.verdict.activated == verdict.activated
+        };
+        // The previous point stays when it opened its run (it is a change) or closes the
+        // previous one; only a trailing repeat of the same stage and tier is replaced.
+        let replace = self.points.len() >= 2
+            && self.points.last().is_some_and(same)
+            && same(&self.points[self.points.len() - 2]);
+        if replace {
+            self.points.pop();
+        }
+        self.points.push(DecisionPoint { at, verdict });
+    }
 }
 
 /// What the state table holds for a user: activity that named no account, the accounts the
@@ -125,6 +180,33 @@ impl Store {
             .ok_or_else(|| corrupt("no body".into()))?;
         let value = decode_body(body.as_ref()).map_err(corrupt)?;
         Ok(Some(Versioned { value, version }))
+    }
+
+    /// The version a record is at (0: not stored), strongly consistent, reading nothing else.
+    pub async fn record_version(
+        &self,
+        tenant: &TenantId,
+        kind: RecordKind,
+        id: &str,
+    ) -> Result<u64, StoreError> {
+        let table = &self.tables.state;
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .key("pk", AttributeValue::S(record_pk(tenant, kind, id)))
+            .projection_expression("version")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem", table, e))?;
+        Ok(out
+            .item
+            .as_ref()
+            .and_then(|item| item.get("version"))
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0))
     }
 
     /// Writes a record if it is still at `read_version` (0: if it does not exist yet).

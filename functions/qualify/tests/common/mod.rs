@@ -117,6 +117,7 @@ impl Account {
             record: AccountRecord {
                 state: AccountState::new(definition),
                 clock: Timestamp::MIN,
+                points: Vec::new(),
             },
             version: 0,
             item: None,
