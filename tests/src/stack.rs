@@ -316,7 +316,9 @@ impl TestApp {
                 let is_alert = item
                     .get("sk")
                     .and_then(|v| v.as_n().ok())
-                    .is_some_and(|n| n != "0");
+                    .and_then(|n| n.parse::<i64>().ok())
+                    // sk >= 1: alerts; 0: the lifecycle; < 0: the notify function's deliveries.
+                    .is_some_and(|n| n >= 1);
                 if is_alert {
                     alerts.push(
                         Alert::from_item(item)

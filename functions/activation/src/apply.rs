@@ -1,8 +1,14 @@
-//! One event's attribution plan carried out on versioned records (see the crate docs).
+//! One event's attribution plan carried out on the batch's records (see the crate docs).
+//!
+//! Records are read once per batch into a [`Cache`] and modified there; [`Activation::flush`]
+//! then writes each changed record once, conditional on the version read. A batch of a
+//! hundred events of one account costs one account write instead of a hundred.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use futures::stream::{FuturesUnordered, StreamExt};
 use pql_engine::attribution::{attribute, push_unique, Target};
 use pql_engine::{AccountState, Definition, Event, Timestamp};
 use pql_store::sweep::{due_attributes, next_due};
@@ -14,21 +20,59 @@ use serde::Serialize;
 use crate::handler::Usage;
 use crate::{Activation, ActivationError};
 
+/// A record as the batch sees it.
+pub(crate) struct Entry<R> {
+    record: R,
+    /// The version read (0: not stored yet); the flush writes conditionally on it.
+    version: u64,
+    /// Changed by the batch: written by the flush.
+    dirty: bool,
+    /// Read to find joined identities or accounts but not changed: the flush checks that it
+    /// is still at `version` after the writes (see [`Activation::flush`]).
+    validate: bool,
+    /// The definition the record follows (for the sweep index of an account).
+    definition: Arc<Definition>,
+}
+
+type Key = (TenantId, String);
+
+/// The records one batch read and changed.
+#[derive(Default)]
+pub(crate) struct Cache {
+    accounts: HashMap<Key, Entry<AccountRecord>>,
+    users: HashMap<Key, Entry<UserRecord>>,
+}
+
+/// Why a flush did not write everything.
+pub(crate) enum FlushError {
+    /// A record changed since the batch read it: run the batch again on fresh reads.
+    Conflict {
+        kind: RecordKind,
+        id: String,
+    },
+    Store(ActivationError),
+}
+
 /// What one event is applied with.
 pub(crate) struct Cx<'a> {
     pub tenant: &'a TenantId,
-    pub definition: &'a Definition,
+    pub definition: &'a Arc<Definition>,
     pub event: &'a Event,
-    pub usage: &'a mut Usage,
+    pub cache: &'a mut Cache,
 }
 
 /// A record of the state table that holds an activity state.
-trait Record: Serialize + DeserializeOwned + Send + Sync {
+pub(crate) trait Record:
+    Serialize + DeserializeOwned + Clone + Send + Sync + 'static
+{
     const KIND: RecordKind;
     fn fresh(definition: &Definition) -> Self;
     fn state_mut(&mut self) -> &mut AccountState;
-    /// Called once the record changed, before it is written.
-    fn touched(&mut self, _at: Timestamp) {}
+    fn entries(cache: &mut Cache) -> &mut HashMap<Key, Entry<Self>>;
+    /// Called once per batch, as the record is read.
+    fn loaded(&mut self) {}
+    /// Called after an event at `at` changed the record.
+    fn touched(&mut self, _definition: &Definition, _at: Timestamp) {}
     /// More attributes for the item's put (the account's place in the sweep index).
     fn index_attributes(
         &self,
@@ -47,6 +91,7 @@ impl Record for AccountRecord {
         AccountRecord {
             state: AccountState::new(definition),
             clock: Timestamp::MIN,
+            points: Vec::new(),
         }
     }
 
@@ -54,7 +99,20 @@ impl Record for AccountRecord {
         &mut self.state
     }
 
-    /// Decisions are made at the latest event time that changed the account (as `Ledger`).
+    fn entries(cache: &mut Cache) -> &mut HashMap<Key, Entry<Self>> {
+        &mut cache.accounts
+    }
+
+    /// The points stored with the previous write were observed from that write.
+    fn loaded(&mut self) {
+        self.points.clear();
+    }
+
+    /// Decisions are made at the time of each event that changed the account (as `Ledger`).
+    fn touched(&mut self, definition: &Definition, at: Timestamp) {
+        AccountRecord::touched(self, definition, at);
+    }
+
     fn index_attributes(
         &self,
         tenant: &TenantId,
@@ -62,10 +120,6 @@ impl Record for AccountRecord {
         definition: &Definition,
     ) -> Vec<(String, AttributeValue)> {
         due_attributes(tenant, id, next_due(definition, &self.state, self.clock))
-    }
-
-    fn touched(&mut self, at: Timestamp) {
-        self.clock = self.clock.max(at);
     }
 }
 
@@ -81,6 +135,10 @@ impl Record for UserRecord {
 
     fn state_mut(&mut self) -> &mut AccountState {
         &mut self.state
+    }
+
+    fn entries(cache: &mut Cache) -> &mut HashMap<Key, Entry<Self>> {
+        &mut cache.users
     }
 }
 
@@ -188,11 +246,7 @@ impl Activation {
         while next < ids.len() {
             let record = match first.take() {
                 Some(record) => Some(record),
-                None => self
-                    .store
-                    .load_record::<UserRecord>(cx.tenant, RecordKind::User, &ids[next])
-                    .await?
-                    .map(|v| v.value),
+                None => self.read::<UserRecord>(cx, &ids[next]).await?,
             };
             next += 1;
             let Some(record) = record else {
@@ -228,25 +282,22 @@ impl Activation {
         Ok(())
     }
 
-    /// Read, modify, write if changed, conditional on the version read; on a conflict read
-    /// again and re-apply (bounded, with jittered backoff). Returns the record as stored (or as
-    /// read, when nothing changed).
-    async fn update<R: Record>(
+    /// The record as the batch sees it, read from the store the first time.
+    async fn entry<'c, R: Record>(
         &self,
-        cx: &mut Cx<'_>,
+        cx: &'c mut Cx<'_>,
         id: &str,
-        mut modify: impl FnMut(&mut R, &Definition) -> bool + Send,
-    ) -> Result<R, ActivationError> {
-        let definition = cx.definition;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
+    ) -> Result<&'c mut Entry<R>, ActivationError> {
+        let key = (cx.tenant.clone(), id.to_owned());
+        if !R::entries(cx.cache).contains_key(&key) {
+            let definition = cx.definition;
             let (mut record, version) =
                 match self.store.load_record::<R>(cx.tenant, R::KIND, id).await? {
                     Some(v) => (v.value, v.version),
                     None => (R::fresh(definition), 0),
                 };
-            let mut changed = false;
+            record.loaded();
+            let mut dirty = false;
             if !record.state_mut().follows(definition) {
                 // Rebuilding from raw events after a definition change is the Growth-teams
                 // issue; until then the state restarts under the active definition.
@@ -259,44 +310,146 @@ impl Activation {
                     "state follows another definition: starting it afresh"
                 );
                 *record.state_mut() = AccountState::new(definition);
-                changed = true;
+                dirty = true;
             }
-            changed |= modify(&mut record, definition);
-            if !changed {
-                return Ok(record);
-            }
-            record.touched(cx.event.timestamp);
-            if let Some(hook) = &self.save_hook {
-                hook(R::KIND, id.to_owned()).await;
-            }
-            match self
-                .store
-                .save_record_with(
-                    cx.tenant,
-                    R::KIND,
-                    id,
-                    &record,
+            R::entries(cx.cache).insert(
+                key.clone(),
+                Entry {
+                    record,
                     version,
-                    record.index_attributes(cx.tenant, id, definition),
-                )
-                .await?
-            {
-                Ok((_, units)) => {
-                    match R::KIND {
-                        RecordKind::Account => cx.usage.account_writes += 1,
-                        RecordKind::User => cx.usage.user_writes += 1,
+                    dirty,
+                    validate: false,
+                    definition: definition.clone(),
+                },
+            );
+        }
+        Ok(R::entries(cx.cache).get_mut(&key).expect("inserted above"))
+    }
+
+    /// Reads a record to follow its links (not to change it): the flush validates it.
+    async fn read<R: Record>(
+        &self,
+        cx: &mut Cx<'_>,
+        id: &str,
+    ) -> Result<Option<R>, ActivationError> {
+        let entry = self.entry::<R>(cx, id).await?;
+        if entry.version == 0 && !entry.dirty {
+            // Not stored and not created by this batch: nothing to follow. (A record created
+            // concurrently is caught by validation: it must still not exist.)
+            entry.validate = true;
+            return Ok(None);
+        }
+        entry.validate = true;
+        Ok(Some(entry.record.clone()))
+    }
+
+    /// Modifies the batch's copy of a record; the flush writes it if anything changed.
+    /// Returns the record as modified.
+    async fn update<R: Record>(
+        &self,
+        cx: &mut Cx<'_>,
+        id: &str,
+        modify: impl FnOnce(&mut R, &Definition) -> bool + Send,
+    ) -> Result<R, ActivationError> {
+        let at = cx.event.timestamp;
+        let definition = cx.definition.clone();
+        let entry = self.entry::<R>(cx, id).await?;
+        if modify(&mut entry.record, &definition) {
+            entry.record.touched(&definition, at);
+            entry.dirty = true;
+        }
+        Ok(entry.record.clone())
+    }
+
+    /// Writes every changed record of the batch (concurrently), each conditional on the
+    /// version the batch read, then checks that the records only read are unchanged.
+    ///
+    /// That order keeps the serialisation argument of the crate docs: a concurrent writer
+    /// either wrote before our reads (we saw it), or wrote after one of our writes (its
+    /// conditional write fails and it re-reads ours), or wrote a record we only read after we
+    /// read it (the validation fails). On a conflict the caller runs the batch again on
+    /// fresh reads; what was written already is harmless, as applying events is idempotent.
+    pub(crate) async fn flush(
+        &self,
+        cache: &mut Cache,
+        usage: &mut HashMap<TenantId, Usage>,
+    ) -> Result<(), FlushError> {
+        for entry in cache.accounts.values_mut().filter(|e| e.dirty) {
+            entry.record.close_points(&entry.definition);
+        }
+        let cache = &*cache;
+        let mut conflict = None;
+        let writes = FuturesUnordered::new();
+        for ((tenant, id), entry) in cache.users.iter().filter(|(_, e)| e.dirty) {
+            writes.push(self.write(tenant, id, entry));
+        }
+        let account_writes = FuturesUnordered::new();
+        for ((tenant, id), entry) in cache.accounts.iter().filter(|(_, e)| e.dirty) {
+            account_writes.push(self.write(tenant, id, entry));
+        }
+        for outcome in [
+            writes.collect::<Vec<_>>().await,
+            account_writes.collect::<Vec<_>>().await,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let (tenant, kind, id, result) = outcome;
+            let usage = usage.entry(tenant.clone()).or_default();
+            match result {
+                Ok(Ok((_, units))) => {
+                    match kind {
+                        RecordKind::Account => usage.account_writes += 1,
+                        RecordKind::User => usage.user_writes += 1,
                     }
-                    cx.usage.write_units += units;
-                    return Ok(record);
+                    usage.write_units += units;
                 }
-                Err(pql_store::Conflict) => {
-                    cx.usage.conflicts += 1;
-                    if attempt >= self.retry.max_attempts {
-                        return Err(ActivationError::contention(R::KIND, id, attempt));
-                    }
-                    tokio::time::sleep(self.retry.backoff(attempt)).await;
+                Ok(Err(pql_store::Conflict)) => {
+                    usage.conflicts += 1;
+                    conflict.get_or_insert((kind, id.clone()));
                 }
+                Err(e) => return Err(FlushError::Store(e.into())),
             }
         }
+        if let Some((kind, id)) = conflict {
+            return Err(FlushError::Conflict { kind, id });
+        }
+        for ((tenant, id), entry) in cache.users.iter().filter(|(_, e)| e.validate && !e.dirty) {
+            let now = self
+                .store
+                .record_version(tenant, RecordKind::User, id)
+                .await
+                .map_err(|e| FlushError::Store(e.into()))?;
+            if now != entry.version {
+                usage.entry(tenant.clone()).or_default().conflicts += 1;
+                return Err(FlushError::Conflict {
+                    kind: RecordKind::User,
+                    id: id.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn write<'e, R: Record>(
+        &self,
+        tenant: &'e TenantId,
+        id: &'e String,
+        entry: &'e Entry<R>,
+    ) -> (
+        &'e TenantId,
+        RecordKind,
+        &'e String,
+        Result<Result<(u64, f64), pql_store::Conflict>, pql_store::StoreError>,
+    ) {
+        if let Some(hook) = &self.save_hook {
+            hook(R::KIND, id.clone()).await;
+        }
+        let extra = entry.record.index_attributes(tenant, id, &entry.definition);
+        let result = self
+            .store
+            .save_record_with(tenant, R::KIND, id, &entry.record, entry.version, extra)
+            .await;
+        (tenant, R::KIND, id, result)
     }
 }

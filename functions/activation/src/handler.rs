@@ -1,7 +1,7 @@
 //! The batch handler: stream records in order, the first failure reported as the batch item
 //! failure (ReportBatchItemFailures), write units counted and logged per tenant.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use aws_lambda_events::event::dynamodb::{Event as StreamEvent, EventRecord};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
-use pql_engine::Event;
+use pql_engine::{Definition, Event};
 use pql_store::events::decode_event;
 use pql_store::tenants::TenantId;
 use pql_store::{RecordKind, Store};
 use serde_dynamo::AttributeValue;
 
-use crate::apply::Cx;
+use crate::apply::{Cache, Cx, FlushError};
 use crate::{ActivationError, DefinitionCache};
 
 /// How conflicting writes of one record are retried.
@@ -173,62 +173,139 @@ impl Activation {
         report.response
     }
 
-    /// Processes the records in order; stops at the first that fails and reports it (later
-    /// records of the batch are redelivered with it).
+    /// Processes the batch: every record up to the first that cannot be decoded (or whose
+    /// tenant has no definition) is applied, sorted by event time, through one [`Cache`] and
+    /// one [`Activation::flush`]; the record that could not be decoded is the batch item
+    /// failure, so Lambda redelivers it and what follows. If applying fails, the whole batch
+    /// is reported from its first record (its writes are idempotent).
     pub async fn process(&self, event: StreamEvent) -> BatchReport {
         let mut report = BatchReport::default();
+        let mut batch = Vec::new();
+        let mut cut = None;
         for record in &event.records {
             if record.event_name != "INSERT" {
                 report.ignored += 1;
                 continue;
             }
             let sequence = record.change.sequence_number.clone().unwrap_or_default();
-            let mut usage = Usage::default();
-            let result = self.process_record(record, &mut usage, &mut report).await;
-            if let Err(error) = result {
-                tracing::error!(
-                    sequence_number = %sequence,
-                    event_id = %record.event_id,
-                    error = %error,
-                    "stream record failed; it and the records after it will be redelivered"
-                );
-                let mut failure = DynamoDbBatchItemFailure::default();
-                failure.item_identifier = Some(sequence.clone());
-                report.response.batch_item_failures.push(failure);
-                report.failed = Some(sequence);
-                break;
+            match self.decode(record).await {
+                Ok(decoded) => batch.push((sequence, decoded)),
+                Err(error) => {
+                    tracing::error!(
+                        sequence_number = %sequence,
+                        event_id = %record.event_id,
+                        error = %error,
+                        "stream record failed; it and the records after it will be redelivered"
+                    );
+                    cut = Some(sequence);
+                    break;
+                }
             }
+        }
+        let failed = match self.apply_batch(&batch, &mut report).await {
+            Ok(()) => cut,
+            Err(error) => {
+                let first = batch.first().map(|(sequence, _)| sequence.clone());
+                tracing::error!(
+                    first_sequence_number = ?first,
+                    records = batch.len(),
+                    error = %error,
+                    "batch failed; it will be redelivered from its first record"
+                );
+                first
+            }
+        };
+        if let Some(sequence) = failed {
+            let mut failure = DynamoDbBatchItemFailure::default();
+            failure.item_identifier = Some(sequence.clone());
+            report.response.batch_item_failures.push(failure);
+            report.failed = Some(sequence);
         }
         report
     }
 
-    async fn process_record(
-        &self,
-        record: &EventRecord,
-        usage: &mut Usage,
-        report: &mut BatchReport,
-    ) -> Result<(), ActivationError> {
+    async fn decode(&self, record: &EventRecord) -> Result<Decoded, ActivationError> {
         let (tenant, event) = decode_record(record)?;
         let definition = self
             .definitions
             .get(&self.store, &tenant)
             .await?
             .ok_or_else(|| ActivationError::UnknownTenant(tenant.to_string()))?;
-        let mut cx = Cx {
-            tenant: &tenant,
-            definition: &definition,
-            event: &event,
-            usage,
-        };
-        // Usage of a failed record is counted too: its writes were made (and paid for).
-        let result = self.apply_event(&mut cx).await;
-        let entry = report.usage.entry(tenant.to_string()).or_default();
-        if result.is_ok() {
-            usage.events += 1;
+        Ok(Decoded {
+            tenant,
+            event,
+            definition,
+        })
+    }
+
+    /// Applies the events in event-time order to the batch's records and writes them; runs
+    /// again on fresh reads when a write loses a race (bounded, with jittered backoff).
+    async fn apply_batch(
+        &self,
+        batch: &[(String, Decoded)],
+        report: &mut BatchReport,
+    ) -> Result<(), ActivationError> {
+        if batch.is_empty() {
+            return Ok(());
         }
-        entry.add(usage);
+        let mut order: Vec<&Decoded> = batch.iter().map(|(_, d)| d).collect();
+        order.sort_by(|a, b| {
+            (a.event.timestamp, &a.event.message_id).cmp(&(b.event.timestamp, &b.event.message_id))
+        });
+        let mut usage: HashMap<TenantId, Usage> = HashMap::new();
+        let mut attempt = 0;
+        let result = loop {
+            attempt += 1;
+            let mut cache = Cache::default();
+            let mut applied = Ok(());
+            for d in &order {
+                let mut cx = Cx {
+                    tenant: &d.tenant,
+                    definition: &d.definition,
+                    event: &d.event,
+                    cache: &mut cache,
+                };
+                applied = self.apply_event(&mut cx).await;
+                if applied.is_err() {
+                    break;
+                }
+            }
+            if let Err(error) = applied {
+                break Err(error);
+            }
+            match self.flush(&mut cache, &mut usage).await {
+                Ok(()) => break Ok(()),
+                Err(FlushError::Store(error)) => break Err(error),
+                Err(FlushError::Conflict { kind, id }) => {
+                    if attempt >= self.retry.max_attempts {
+                        break Err(ActivationError::contention(kind, &id, attempt));
+                    }
+                    tokio::time::sleep(self.retry.backoff(attempt)).await;
+                }
+            }
+        };
+        if result.is_ok() {
+            for d in &order {
+                usage.entry(d.tenant.clone()).or_default().events += 1;
+            }
+        }
+        // Usage of a failed batch is counted too: its writes were made (and paid for).
+        for (tenant, usage) in usage {
+            report
+                .usage
+                .entry(tenant.to_string())
+                .or_default()
+                .add(&usage);
+        }
         result
     }
+}
+
+/// A stream record, ready to apply.
+struct Decoded {
+    tenant: TenantId,
+    event: Event,
+    definition: Arc<Definition>,
 }
 
 /// The tenant and the event of a stream record, from the new image the events table stores
