@@ -235,6 +235,11 @@ secret = "whsec_0123456789abcdef""#,
         parked += p.records.len();
     }
 
+    let (deliveries, _) = store.all_deliveries(Some(&tenant)).await.unwrap();
+    let parked_deliveries = deliveries
+        .iter()
+        .filter(|d| d.state == pql_store::deliveries::DeliveryState::Parked)
+        .count();
     let state = receiver.state.lock().unwrap();
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (key, _) in &state.accepted {
@@ -244,11 +249,6 @@ secret = "whsec_0123456789abcdef""#,
     let lost = created
         .keys()
         .filter(|k| !seen.contains_key(k.as_str()))
-        .count();
-    let (deliveries, _) = store.all_deliveries(Some(&tenant)).await.unwrap();
-    let parked_deliveries = deliveries
-        .iter()
-        .filter(|d| d.state == pql_store::deliveries::DeliveryState::Parked)
         .count();
     println!(
         "{} alerts: {} received, {} distinct, {lost} lost, {duplicated} duplicated, {} answered 429, {parked_deliveries} parked deliveries, {parked} parked stream records, {:.1} s",
