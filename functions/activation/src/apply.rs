@@ -333,14 +333,11 @@ impl Activation {
         id: &str,
     ) -> Result<Option<R>, ActivationError> {
         let entry = self.entry::<R>(cx, id).await?;
-        if entry.version == 0 && !entry.dirty {
-            // Not stored and not created by this batch: nothing to follow. (A record created
-            // concurrently is caught by validation: it must still not exist.)
-            entry.validate = true;
-            return Ok(None);
-        }
         entry.validate = true;
-        Ok(Some(entry.record.clone()))
+        // Not stored and not created by this batch: nothing to follow. (A record created
+        // concurrently is caught by validation: it must still not exist.)
+        let absent = entry.version == 0 && !entry.dirty;
+        Ok((!absent).then(|| entry.record.clone()))
     }
 
     /// Modifies the batch's copy of a record; the flush writes it if anything changed.
@@ -414,13 +411,23 @@ impl Activation {
         if let Some((kind, id)) = conflict {
             return Err(FlushError::Conflict { kind, id });
         }
-        for ((tenant, id), entry) in cache.users.iter().filter(|(_, e)| e.validate && !e.dirty) {
-            let now = self
-                .store
-                .record_version(tenant, RecordKind::User, id)
-                .await
-                .map_err(|e| FlushError::Store(e.into()))?;
-            if now != entry.version {
+        // The records only read, re-read together (their versions only).
+        let checks: Vec<_> = cache
+            .users
+            .iter()
+            .filter(|(_, e)| e.validate && !e.dirty)
+            .map(|((tenant, id), entry)| async move {
+                let now = self
+                    .store
+                    .record_version(tenant, RecordKind::User, id)
+                    .await;
+                (tenant, id, entry.version, now)
+            })
+            .collect::<FuturesUnordered<_>>()
+            .collect()
+            .await;
+        for (tenant, id, read, now) in checks {
+            if now.map_err(|e| FlushError::Store(e.into()))? != read {
                 usage.entry(tenant.clone()).or_default().conflicts += 1;
                 return Err(FlushError::Conflict {
                     kind: RecordKind::User,

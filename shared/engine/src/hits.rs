@@ -118,13 +118,14 @@ pub struct HitRef<'a> {
 }
 
 impl HitRef<'_> {
-    fn to_owned_hit(self) -> Hit {
+    /// The hit, owned; `tags` are those of its message and user.
+    fn to_owned_hit(self, tags: (u32, u32)) -> Hit {
         Hit {
             at: self.at,
             message: self.message.into(),
             user: self.user.into(),
             value: self.value,
-            tags: (tag(self.message), tag(self.user)),
+            tags,
         }
     }
 }
@@ -279,7 +280,7 @@ impl HitSet {
                 slot.value = hit.value;
                 slot.tags = tags;
             }
-            None => self.hits.insert(at, hit.to_owned_hit()),
+            None => self.hits.insert(at, hit.to_owned_hit(tags)),
         }
         self.trim(keep);
         true

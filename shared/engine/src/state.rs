@@ -181,11 +181,7 @@ impl AccountState {
                         continue;
                     }
                     let (order, keep) = milestone_shape(&m.threshold, m.window);
-                    if set.rejects(order, keep, event.timestamp, message)
-                        || !m
-                            .filters
-                            .iter()
-                            .all(|f| f.test_event(&event.properties, &event.traits))
+                    if set.rejects(order, keep, event.timestamp, message) || !m.filters_match(event)
                     {
                         continue;
                     }

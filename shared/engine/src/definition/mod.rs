@@ -131,11 +131,14 @@ pub struct Milestone {
 
 impl Milestone {
     pub fn matches(&self, event: &Event) -> bool {
-        self.selector.matches(event)
-            && self
-                .filters
-                .iter()
-                .all(|f| f.test_event(&event.properties, &event.traits))
+        self.selector.matches(event) && self.filters_match(event)
+    }
+
+    /// The property and trait filters alone (callers that tested the selector already).
+    pub fn filters_match(&self, event: &Event) -> bool {
+        self.filters
+            .iter()
+            .all(|f| f.test_event(&event.properties, &event.traits))
     }
 }
 
