@@ -30,5 +30,5 @@ pub use evaluate::{evaluate, verdict, Decision, Verdict};
 pub use event::{Event, EventKind};
 pub use ledger::Ledger;
 pub use lifecycle::{Lifecycle, Stage};
-pub use state::AccountState;
+pub use state::{AccountState, StateMap};
 pub use time::Timestamp;

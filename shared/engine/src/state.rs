@@ -319,3 +319,138 @@ impl AccountState {
         self.traits.get("name").and_then(|t| t.value.as_str())
     }
 }
+
+/// Where each hit set a definition needs comes from in a state built for another definition:
+/// the result of [`StateMap::between`]. A definition change that keeps what is tracked
+/// (points, tiers, fit points, the PQL rule, windows of the same kind, reordered or renamed
+/// milestones) maps; one that tracks something new needs a rebuild from raw events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateMap {
+    from_version: String,
+    to_version: String,
+    milestones: Vec<usize>,
+    scoring: Vec<usize>,
+    user_facts: Vec<usize>,
+}
+
+impl StateMap {
+    /// How to read a state built for `from` as a state of `to`, or what `from`'s states do
+    /// not track (each entry a sentence naming the milestone, rule, condition or trait).
+    pub fn between(from: &Definition, to: &Definition) -> Result<StateMap, Vec<String>> {
+        let mut gaps = Vec::new();
+        // A hit set is the same set only when it picks the same calls and keeps them the
+        // same way (order and bound): then its content is the same for the same events.
+        let milestones: Vec<usize> = to
+            .milestones
+            .iter()
+            .filter_map(|m| {
+                let shape = milestone_shape(&m.threshold, m.window);
+                let found = from.milestones.iter().position(|o| {
+                    o.selector == m.selector
+                        && o.filters == m.filters
+                        && milestone_shape(&o.threshold, o.window) == shape
+                        && sum_property(&o.threshold) == sum_property(&m.threshold)
+                });
+                if found.is_none() {
+                    gaps.push(format!(
+                        "milestone `{}`: the stored state does not track it (new selector, filter, threshold or window kind)",
+                        m.name
+                    ));
+                }
+                found
+            })
+            .collect();
+        let scoring: Vec<usize> = to
+            .scoring
+            .events
+            .iter()
+            .enumerate()
+            .filter_map(|(i, rule)| {
+                let found = from.scoring.events.iter().position(|o| {
+                    o.selector == rule.selector && o.filters == rule.filters && o.keep == rule.keep
+                });
+                if found.is_none() {
+                    gaps.push(format!(
+                        "scoring.event[{i}] ({}): the stored state does not keep these events (new rule or cap / points)",
+                        rule.selector.describe()
+                    ));
+                }
+                found
+            })
+            .collect();
+        let user_facts: Vec<usize> = to
+            .user_conditions
+            .iter()
+            .filter_map(|c| {
+                let found = from.user_conditions.iter().position(|o| o == c);
+                if found.is_none() {
+                    gaps.push(format!(
+                        "user condition on `{}`: the stored state does not track it",
+                        subject_name(&c.subject)
+                    ));
+                }
+                found
+            })
+            .collect();
+        for name in &to.account_traits {
+            if !from.account_traits.contains(name) {
+                gaps.push(format!(
+                    "account trait `{name}`: the stored state does not keep it"
+                ));
+            }
+        }
+        if !gaps.is_empty() {
+            return Err(gaps);
+        }
+        Ok(StateMap {
+            from_version: from.version.clone(),
+            to_version: to.version.clone(),
+            milestones,
+            scoring,
+            user_facts,
+        })
+    }
+
+    /// The state of `to` that `state` (built for `from`) stands for; `None` when `state` does
+    /// not follow `from`.
+    pub fn map(&self, to: &Definition, state: &AccountState) -> Option<AccountState> {
+        if state.definition_version != self.from_version || to.version != self.to_version {
+            return None;
+        }
+        let pick = |sets: &[HitSet], from: &[usize]| -> Vec<HitSet> {
+            from.iter().map(|&i| sets[i].clone()).collect()
+        };
+        let mut mapped = AccountState {
+            definition_version: to.version.clone(),
+            first_seen: state.first_seen,
+            last_seen: state.last_seen,
+            milestones: pick(&state.milestones, &self.milestones),
+            scoring: pick(&state.scoring, &self.scoring),
+            user_facts: pick(&state.user_facts, &self.user_facts),
+            traits: state
+                .traits
+                .iter()
+                .filter(|(name, _)| to.account_traits.contains(name))
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect(),
+            trait_facts: None,
+        };
+        mapped.refresh_trait_facts(to);
+        Some(mapped)
+    }
+}
+
+fn subject_name(subject: &crate::definition::Subject) -> String {
+    use crate::definition::Subject;
+    match subject {
+        Subject::Property(path) | Subject::Trait(path) | Subject::UserTrait(path) => path.join("."),
+        Subject::AccountTrait(name) => name.clone(),
+    }
+}
+
+fn sum_property(threshold: &Threshold) -> Option<&[String]> {
+    match threshold {
+        Threshold::Sum { property, .. } => Some(property),
+        _ => None,
+    }
+}
