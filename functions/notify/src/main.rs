@@ -3,13 +3,16 @@
 //! runtime.
 //!
 //! Environment: the table names (`TENANTS_TABLE`, `ALERTS_TABLE`, `STATE_TABLE`, and
-//! `EVENTS_TABLE` as for every function), `SES_ENDPOINT` (optional endpoint override).
+//! `EVENTS_TABLE` as for every function), `SES_ENDPOINT` (optional endpoint override), and the
+//! defaults of destinations that name none (`SLACK_WEBHOOK_URL_PARAMETER`,
+//! `WEBHOOK_SIGNING_SECRET_ARN`, `ALERT_EMAIL_FROM`: see `pql_notify::secrets`).
 
 use std::sync::Arc;
 
 use aws_lambda_events::event::dynamodb::Event;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use pql_notify::channels::SesMailer;
+use pql_notify::secrets::{SecretDefaults, Secrets, SecretsManagerSecrets, SsmParameters};
 use pql_notify::Notifier;
 use pql_notify_fn::NotifyHandler;
 
@@ -20,7 +23,14 @@ async fn main() -> Result<(), Error> {
     let store = pql_lambda_init::store_from_env().await?;
     let endpoint = std::env::var("SES_ENDPOINT").ok();
     let mailer = Arc::new(SesMailer::from_env(endpoint.as_deref()).await);
-    let handler = Arc::new(NotifyHandler::new(Arc::new(Notifier::new(store, mailer))));
+    // Secrets are read on first use, not here: their clients load on the first read.
+    let secrets = Secrets::new(
+        Some(Arc::new(SsmParameters::lazy())),
+        Some(Arc::new(SecretsManagerSecrets::lazy())),
+        SecretDefaults::from_env(),
+    );
+    let notifier = Notifier::new(store, mailer).with_secrets(Arc::new(secrets));
+    let handler = Arc::new(NotifyHandler::new(Arc::new(notifier)));
 
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Event>| {
         let handler = handler.clone();

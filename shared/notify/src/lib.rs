@@ -9,13 +9,16 @@
 //! * [`channels`]: one attempt over HTTP or e-mail (SES, or a directory locally);
 //! * [`notifier`]: one alert, end to end, exactly once per receiver (claim, send, mark: see
 //!   `pql_store::deliveries`);
-//! * [`secret`]: secrets that never print.
+//! * [`secret`]: secrets that never print;
+//! * [`secrets`]: secrets kept in SSM Parameter Store or Secrets Manager, and the deployment's
+//!   defaults, resolved when sent and cached briefly.
 
 pub mod channels;
 pub mod notifier;
 pub mod render;
 pub mod retry;
 pub mod secret;
+pub mod secrets;
 pub mod settings;
 pub mod signing;
 

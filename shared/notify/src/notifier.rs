@@ -14,6 +14,7 @@ use pql_store::{AccountRecord, RecordKind, Store, StoreError};
 use crate::channels::{post, Attempt, Email, Mailer};
 use crate::render::{email, slack_message, webhook_payload, AlertContext};
 use crate::retry::RetryPolicy;
+use crate::secrets::{SecretError, SecretRef, Secrets};
 use crate::settings::{Channel, Destination, Settings, WarmMode};
 use crate::signing::{sign, SIGNATURE_HEADER};
 
@@ -122,6 +123,7 @@ pub struct Notifier {
     lease: Duration,
     settings_ttl: Duration,
     settings: Mutex<HashMap<TenantId, CachedSettings>>,
+    secrets: Arc<Secrets>,
     pacer: Pacer,
 }
 
@@ -147,6 +149,7 @@ impl Notifier {
             lease: Duration::from_secs(150),
             settings_ttl: Duration::from_secs(30),
             settings: Mutex::new(HashMap::new()),
+            secrets: Arc::new(Secrets::inline_only()),
             pacer: Pacer::default(),
         }
     }
@@ -166,6 +169,13 @@ impl Notifier {
     /// How long tenant settings are cached (0: read every time).
     pub fn with_settings_ttl(mut self, ttl: Duration) -> Self {
         self.settings_ttl = ttl;
+        self
+    }
+
+    /// Where referenced secrets are read, and the deployment's defaults (default: inline
+    /// secrets only, no defaults).
+    pub fn with_secrets(mut self, secrets: Arc<Secrets>) -> Self {
+        self.secrets = secrets;
         self
     }
 
@@ -347,13 +357,24 @@ impl Notifier {
                 .into_bytes(),
             Channel::Email { .. } => Vec::new(),
         };
+        // No `from`: the deployment's sender; neither is a permanent failure of this send.
         let mail = match &destination.channel {
-            Channel::Email { from, .. } => Some(Email {
-                from: from.clone(),
-                to: recipients.to_vec(),
-                content: email(context),
-                idempotency_key: idempotency_key.clone(),
-            }),
+            Channel::Email { from, .. } => Some(
+                from.clone()
+                    .or_else(|| self.secrets.defaults().email_from.clone())
+                    .map(|from| Email {
+                        from,
+                        to: recipients.to_vec(),
+                        content: email(context),
+                        idempotency_key: idempotency_key.clone(),
+                    })
+                    .ok_or_else(|| {
+                        format!(
+                            "destination `{}` has no `from` and the deployment has no default (ALERT_EMAIL_FROM is not set)",
+                            destination.id
+                        )
+                    }),
+            ),
             _ => None,
         };
         let interval = Duration::from_millis(destination.min_interval_ms);
@@ -363,34 +384,74 @@ impl Notifier {
             self.pacer.wait(&destination.id, interval).await;
             let attempt = match &destination.channel {
                 Channel::Slack { url } => {
-                    post(
-                        &self.http,
-                        url,
-                        &[("idempotency-key", idempotency_key.clone())],
-                        body.clone(),
-                        self.policy.timeout,
-                    )
-                    .await
+                    // Resolved on every attempt (cached): a failed read is a failed attempt.
+                    let url = match self
+                        .secrets
+                        .or_default(&destination.id, "url", url.as_ref())
+                    {
+                        Ok(reference) => self
+                            .secrets
+                            .url(&destination.id, &reference)
+                            .await
+                            .map(|url| (reference, url)),
+                        Err(e) => Err(e),
+                    };
+                    match url {
+                        Ok((reference, url)) => {
+                            let attempt = post(
+                                &self.http,
+                                &url,
+                                &[("idempotency-key", idempotency_key.clone())],
+                                body.clone(),
+                                self.policy.timeout,
+                            )
+                            .await;
+                            self.forget_if_refused(&attempt, &reference);
+                            attempt
+                        }
+                        Err(e) => secret_failure(e),
+                    }
                 }
                 Channel::Webhook { url, secret } => {
-                    let t = now_ms() / 1000;
-                    let signature = sign(secret.expose().as_bytes(), t, &body);
-                    post(
-                        &self.http,
-                        url,
-                        &[
-                            (SIGNATURE_HEADER, signature),
-                            ("idempotency-key", idempotency_key.clone()),
-                        ],
-                        body.clone(),
-                        self.policy.timeout,
-                    )
-                    .await
+                    let resolved = async {
+                        let reference =
+                            self.secrets
+                                .or_default(&destination.id, "secret", secret.as_ref())?;
+                        let url = self.secrets.url(&destination.id, url).await?;
+                        let secret = self
+                            .secrets
+                            .signing_secret(&destination.id, &reference)
+                            .await?;
+                        Ok::<_, SecretError>((reference, url, secret))
+                    };
+                    match resolved.await {
+                        Ok((reference, resolved_url, secret)) => {
+                            let t = now_ms() / 1000;
+                            let signature = sign(secret.expose().as_bytes(), t, &body);
+                            let attempt = post(
+                                &self.http,
+                                &resolved_url,
+                                &[
+                                    (SIGNATURE_HEADER, signature),
+                                    ("idempotency-key", idempotency_key.clone()),
+                                ],
+                                body.clone(),
+                                self.policy.timeout,
+                            )
+                            .await;
+                            // A refused signature may be a rotated secret: read both again.
+                            self.forget_if_refused(&attempt, &reference);
+                            self.forget_if_refused(&attempt, url);
+                            attempt
+                        }
+                        Err(e) => secret_failure(e),
+                    }
                 }
                 Channel::Email { .. } => {
-                    self.mailer
-                        .send(mail.as_ref().expect("built for e-mail destinations"))
-                        .await
+                    match mail.as_ref().expect("built for e-mail destinations") {
+                        Ok(mail) => self.mailer.send(mail).await,
+                        Err(e) => Attempt::Permanent(e.clone()),
+                    }
                 }
             };
             let attempts = failures + rate_limited + 1;
@@ -440,6 +501,19 @@ impl Notifier {
         }
     }
 
+    /// A receiver refusing us (`401`, `403`, `404`: a revoked webhook, a rotated secret) drops
+    /// the cached secret, so the next attempt or alert reads the current one.
+    fn forget_if_refused(&self, attempt: &Attempt, reference: &SecretRef) {
+        if let Attempt::Permanent(error) = attempt {
+            if ["HTTP 401", "HTTP 403", "HTTP 404"]
+                .iter()
+                .any(|code| error.starts_with(code))
+            {
+                self.secrets.forget(reference);
+            }
+        }
+    }
+
     /// `pql alerts replay`: releases a parked delivery and delivers its alert again (the
     /// alert's other destinations, already done, are left alone).
     pub async fn replay(&self, key: &DeliveryKey) -> Result<AlertOutcome, NotifyError> {
@@ -460,6 +534,15 @@ impl Notifier {
             .await?
             .ok_or_else(|| NotifyError::Replay(format!("{}: the alert is gone", key.id())))?;
         self.deliver(&alert).await
+    }
+}
+
+/// A secret that could not be read fails the attempt like a failed send.
+fn secret_failure(e: SecretError) -> Attempt {
+    if e.retryable {
+        Attempt::Retryable(e.message)
+    } else {
+        Attempt::Permanent(e.message)
     }
 }
 

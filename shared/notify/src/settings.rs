@@ -9,18 +9,21 @@
 //! [[destination]]
 //! id = "sales-slack"
 //! kind = "slack"                       # slack | webhook | email
-//! url = "https://hooks.slack.com/services/..."
+//! url = "https://hooks.slack.com/services/..."   # or { ssm = "/pql/slack-webhook-url" };
+//!                                               # none: the deployment's SLACK_WEBHOOK_URL_PARAMETER
 //!
 //! [[destination]]
 //! id = "crm"
 //! kind = "webhook"
 //! url = "https://crm.example.com/hooks/pql"
-//! secret = "whsec_..."                 # the HMAC-SHA256 signing secret, 16+ characters
+//! secret = "whsec_..."                 # the HMAC-SHA256 signing secret, 16+ characters, or
+//!                                      # { secrets_manager = "arn:..." } / { ssm = "/name" };
+//!                                      # none: the deployment's WEBHOOK_SIGNING_SECRET_ARN
 //!
 //! [[destination]]
 //! id = "owners"
 //! kind = "email"
-//! from = "pql@example.com"
+//! from = "pql@example.com"             # none: the deployment's ALERT_EMAIL_FROM
 //! to = ["sales@example.com"]           # plus the route's owner, if any
 //!
 //! [[route]]                            # the first route whose conditions all hold wins
@@ -48,6 +51,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::secret::Secret;
+use crate::secrets::SecretRef;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,10 +83,13 @@ pub enum ChannelKind {
 pub struct DestinationSpec {
     pub id: String,
     pub kind: ChannelKind,
+    /// Inline, `{ ssm = "/name" }` or `{ secrets_manager = "arn" }`; Slack: none means the
+    /// deployment's `SLACK_WEBHOOK_URL_PARAMETER`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url: Option<Secret>,
+    pub url: Option<SecretRef>,
+    /// As `url`; none means the deployment's `WEBHOOK_SIGNING_SECRET_ARN`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret: Option<Secret>,
+    pub secret: Option<SecretRef>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub to: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -252,9 +259,18 @@ pub struct Destination {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Channel {
-    Slack { url: Secret },
-    Webhook { url: Secret, secret: Secret },
-    Email { from: String, to: Vec<String> },
+    /// `url`: none means the deployment's default.
+    Slack { url: Option<SecretRef> },
+    /// `secret`: none means the deployment's default.
+    Webhook {
+        url: SecretRef,
+        secret: Option<SecretRef>,
+    },
+    /// `from`: none means the deployment's `ALERT_EMAIL_FROM`.
+    Email {
+        from: Option<String>,
+        to: Vec<String>,
+    },
 }
 
 impl Channel {
@@ -378,6 +394,13 @@ impl LinkTemplate {
                 &encode(account_name.unwrap_or(account_id)),
             )
             .replace("{tenant}", &encode(tenant))
+    }
+}
+
+fn check_url_ref(field: &str, url: &SecretRef, errors: &mut Vec<String>) {
+    match url {
+        SecretRef::Inline(url) => check_url(field, url, errors),
+        other => other.check(field, errors),
     }
 }
 
@@ -513,49 +536,42 @@ impl Settings {
                 ChannelKind::Slack | ChannelKind::Webhook => {
                     not_for("to", !d.to.is_empty(), &mut errors);
                     not_for("from", d.from.is_some(), &mut errors);
-                    let url = match &d.url {
-                        Some(url) => {
-                            check_url(&format!("{field}.url"), url, &mut errors);
-                            url.clone()
-                        }
-                        None => {
-                            errors.push(format!("{field}.url: missing (required for slack and webhook destinations)"));
-                            Secret::new("")
-                        }
-                    };
+                    if let Some(url) = &d.url {
+                        check_url_ref(&format!("{field}.url"), url, &mut errors);
+                    }
                     if d.kind == ChannelKind::Slack {
                         not_for("secret", d.secret.is_some(), &mut errors);
-                        Channel::Slack { url }
+                        // No `url`: the deployment's default Slack webhook.
+                        Channel::Slack { url: d.url.clone() }
                     } else {
-                        let secret = match &d.secret {
-                            Some(s) if s.expose().len() >= 16 => s.clone(),
-                            Some(_) => {
+                        let url = d.url.clone().unwrap_or_else(|| {
+                            errors.push(format!("{field}.url: missing (required for webhook destinations: a URL, {{ ssm = \"/name\" }} or {{ secrets_manager = \"arn\" }})"));
+                            SecretRef::Inline(Secret::new(""))
+                        });
+                        match &d.secret {
+                            Some(SecretRef::Inline(s)) if s.expose().len() < 16 => {
                                 errors.push(format!("{field}.secret: too short (allowed: 16 characters or more; the value is not shown)"));
-                                Secret::new("")
                             }
-                            None => {
-                                errors.push(format!("{field}.secret: missing (webhooks are signed: a secret of 16 characters or more)"));
-                                Secret::new("")
+                            Some(reference) => {
+                                reference.check(&format!("{field}.secret"), &mut errors)
                             }
-                        };
-                        Channel::Webhook { url, secret }
+                            // No `secret`: the deployment's default signing secret.
+                            None => {}
+                        }
+                        Channel::Webhook {
+                            url,
+                            secret: d.secret.clone(),
+                        }
                     }
                 }
                 ChannelKind::Email => {
                     not_for("url", d.url.is_some(), &mut errors);
                     not_for("secret", d.secret.is_some(), &mut errors);
-                    let from = match &d.from {
-                        Some(from) => {
-                            check_email(&format!("{field}.from"), from, &mut errors);
-                            from.clone()
-                        }
-                        None => {
-                            errors.push(format!(
-                                "{field}.from: missing (the sender address, verified in SES)"
-                            ));
-                            String::new()
-                        }
-                    };
+                    // No `from`: the deployment's ALERT_EMAIL_FROM.
+                    if let Some(from) = &d.from {
+                        check_email(&format!("{field}.from"), from, &mut errors);
+                    }
+                    let from = d.from.clone();
                     for (j, to) in d.to.iter().enumerate() {
                         check_email(&format!("{field}.to[{j}]"), to, &mut errors);
                     }
@@ -900,6 +916,95 @@ cooldown_days = -1
         assert!(LinkTemplate::parse("/accounts/{account_id}")
             .unwrap_err()
             .contains("does not give a URL"));
+    }
+
+    #[test]
+    fn secrets_may_be_references_or_the_deployment_defaults() {
+        let text = r#"
+[[destination]]
+id = "team"
+kind = "slack"
+
+[[destination]]
+id = "crm"
+kind = "webhook"
+url = { ssm = "/pql/crm-url" }
+secret = { secrets_manager = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:whsec" }
+
+[[destination]]
+id = "partner"
+kind = "webhook"
+url = "https://partner.example.com/hook"
+
+[[destination]]
+id = "owners"
+kind = "email"
+to = ["sales@example.com"]
+
+[default]
+destinations = ["team", "crm", "partner", "owners"]
+"#;
+        let s = Settings::parse_toml("s.toml", text).unwrap();
+        assert_eq!(s.destinations["team"].channel, Channel::Slack { url: None });
+        assert_eq!(
+            s.destinations["crm"].channel,
+            Channel::Webhook {
+                url: SecretRef::Ssm("/pql/crm-url".into()),
+                secret: Some(SecretRef::SecretsManager(
+                    "arn:aws:secretsmanager:eu-west-1:123456789012:secret:whsec".into()
+                )),
+            }
+        );
+        assert_eq!(
+            s.destinations["partner"].channel,
+            Channel::Webhook {
+                url: SecretRef::Inline(Secret::new("https://partner.example.com/hook")),
+                secret: None,
+            }
+        );
+        assert_eq!(
+            s.destinations["owners"].channel,
+            Channel::Email {
+                from: None,
+                to: vec!["sales@example.com".into()]
+            }
+        );
+        // Stored as JSON with the references (not values), and read back the same.
+        let json = s.to_json();
+        assert!(json.contains(r#""url":{"ssm":"/pql/crm-url"}"#), "{json}");
+        assert_eq!(Settings::parse_json("stored", &json).unwrap(), s);
+
+        let bad = r#"
+[[destination]]
+id = "crm"
+kind = "webhook"
+secret = { ssm = "no spaces allowed" }
+
+[[destination]]
+id = "team"
+kind = "slack"
+url = { secrets_manager = "" }
+
+[default]
+destinations = ["crm", "team"]
+"#;
+        let text = Settings::parse_toml("bad.toml", bad)
+            .unwrap_err()
+            .to_string();
+        for expected in [
+            "destination[0].url: missing (required for webhook destinations: a URL, { ssm = \"/name\" } or { secrets_manager = \"arn\" })",
+            "destination[0].secret.ssm: `no spaces allowed` is not a parameter name",
+            "destination[1].url.secrets_manager: `` is not a secret ARN or name",
+        ] {
+            assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+        }
+        let text = Settings::parse_toml(
+            "bad.toml",
+            "[[destination]]\nid = \"t\"\nkind = \"slack\"\nurl = { parameter = \"/x\" }\n[default]\ndestinations = [\"t\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(text.contains("unknown secret source `parameter`"), "{text}");
     }
 
     #[test]
