@@ -1,4 +1,4 @@
-//! `pql definition push | list | show | diff | activate | rollback`: versioned definitions
+//! `pql definition push | list | show | diff | activate | rollback | preview`: versioned definitions
 //! through the admin API.
 
 use std::path::PathBuf;
@@ -236,4 +236,175 @@ pub fn rollback(args: &RollbackArgs) -> anyhow::Result<()> {
         answer["active"].as_str().unwrap_or("?")
     );
     Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PreviewArgs {
+    /// A definition file (TOML, or JSON by extension) or a pushed version id.
+    pub draft: String,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// The request body for a draft: a pushed version when `draft` is a version id and no such
+/// file exists, else the file's source.
+fn draft_body(draft: &str) -> anyhow::Result<Value> {
+    let path = std::path::Path::new(draft);
+    if !path.exists() && pql_store::definition_versions::is_version_id(draft) {
+        return Ok(json!({ "version": draft }));
+    }
+    let source = std::fs::read_to_string(path).with_context(|| {
+        format!("cannot read the definition {draft} (give a file, or a version id as `pql definition list` shows it)")
+    })?;
+    let format = if draft.ends_with(".json") {
+        "json"
+    } else {
+        "toml"
+    };
+    Ok(json!({ "source": source, "format": format, "file": draft }))
+}
+
+pub fn preview(args: &PreviewArgs) -> anyhow::Result<()> {
+    let answer =
+        AdminClient::new(&args.api)?.post("/v1/definitions/preview", &draft_body(&args.draft)?)?;
+    if args.api.json {
+        print_json(&answer);
+        return Ok(());
+    }
+    print!("{}", preview_text(&answer));
+    Ok(())
+}
+
+/// The preview as people read it: moves per stage and tier, the accounts that change, and
+/// what stored state cannot answer.
+pub fn preview_text(answer: &Value) -> String {
+    use std::fmt::Write;
+    let c = &answer["comparison"];
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "draft {} against active {}, as of {}: {} accounts read{}",
+        answer["draft_version"].as_str().unwrap_or("?"),
+        answer["active_version"].as_str().unwrap_or("?"),
+        answer["evaluated_at"].as_str().unwrap_or("?"),
+        n(&answer["accounts_read"]),
+        if answer["truncated"] == json!(true) {
+            format!(
+                " (TRUNCATED: only the first {}; the counts cover those)",
+                n(&answer["max_accounts"])
+            )
+        } else {
+            String::new()
+        }
+    );
+    let _ = writeln!(
+        out,
+        "{} compared, {} keep their stage and tier, {} change",
+        n(&c["compared"]),
+        n(&c["unchanged"]),
+        n(&c["compared"]) - n(&c["unchanged"])
+    );
+    for kind in ["stages", "tiers"] {
+        let mut table = Table::new();
+        table.load_preset(presets::UTF8_FULL_CONDENSED);
+        table.set_header([
+            &kind[..kind.len() - 1],
+            "before",
+            "after",
+            "entering",
+            "leaving",
+        ]);
+        for (name, m) in c[kind].as_object().into_iter().flatten() {
+            table.add_row([
+                name.clone(),
+                n(&m["before"]).to_string(),
+                n(&m["after"]).to_string(),
+                format!("+{}", n(&m["entering"])),
+                format!("-{}", n(&m["leaving"])),
+            ]);
+        }
+        let _ = writeln!(out, "{table}");
+    }
+    let changes = c["changes"].as_array().cloned().unwrap_or_default();
+    if !changes.is_empty() {
+        let mut table = Table::new();
+        table.load_preset(presets::UTF8_FULL_CONDENSED);
+        table.set_header(["account", "stage", "tier", "score"]);
+        for ch in &changes {
+            let s = |k: &str| ch[k].as_str().unwrap_or("?").to_owned();
+            table.add_row([
+                s("account"),
+                format!("{} → {}", s("from_stage"), s("to_stage")),
+                format!("{} → {}", s("from_tier"), s("to_tier")),
+                format!("{} → {}", ch["from_score"], ch["to_score"]),
+            ]);
+        }
+        let _ = writeln!(out, "{table}");
+        if c["changes_truncated"] == json!(true) {
+            let _ = writeln!(out, "(more accounts change than are listed)");
+        }
+    }
+    for (key, count, what) in [
+        ("untracked", "untracked_accounts", "the draft cannot judge from stored state (activating it rebuilds their state from raw events)"),
+        ("active_untracked", "active_untracked_accounts", "the active version cannot judge yet (state being rebuilt)"),
+    ] {
+        if n(&c[count]) > 0 {
+            let _ = writeln!(out, "{} accounts {what}:", n(&c[count]));
+            for (reason, k) in c[key].as_object().into_iter().flatten() {
+                let _ = writeln!(out, "  {} accounts: {reason}", n(k));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draft_is_a_version_only_when_no_such_file_exists() {
+        assert_eq!(
+            draft_body("v0123456789ab").unwrap(),
+            json!({"version": "v0123456789ab"})
+        );
+        let error = draft_body("no/such/file.toml").unwrap_err().to_string();
+        assert!(error.contains("no/such/file.toml"), "{error}");
+        let file = std::env::temp_dir().join(format!("pql-preview-{}.json", std::process::id()));
+        std::fs::write(&file, "{}").unwrap();
+        let body = draft_body(file.to_str().unwrap()).unwrap();
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(body["format"], "json");
+        assert_eq!(body["source"], "{}");
+    }
+
+    #[test]
+    fn preview_text_shows_moves_changes_and_gaps() {
+        let answer = json!({
+            "draft_version": "vaaaaaaaaaaaa", "active_version": "vbbbbbbbbbbbb",
+            "evaluated_at": "2026-11-23T16:00:00Z", "accounts_read": 3, "max_accounts": 5000,
+            "truncated": true,
+            "comparison": {
+                "compared": 2, "unchanged": 1,
+                "stages": {"pql": {"before": 0, "after": 1, "entering": 1, "leaving": 0}},
+                "tiers": {"hot": {"before": 0, "after": 1, "entering": 1, "leaving": 0}},
+                "changes": [{"account": "globex", "from_stage": "activated", "to_stage": "pql",
+                             "from_tier": "warm", "to_tier": "hot", "from_score": 10.0, "to_score": 40.0}],
+                "changes_truncated": false,
+                "untracked": {"milestone `reported`: not tracked": 1}, "untracked_accounts": 1,
+                "active_untracked": {}, "active_untracked_accounts": 0,
+            }
+        });
+        let text = preview_text(&answer);
+        assert!(text.contains("TRUNCATED"), "{text}");
+        assert!(
+            text.contains("2 compared, 1 keep their stage and tier, 1 change"),
+            "{text}"
+        );
+        assert!(text.contains("activated → pql"), "{text}");
+        assert!(text.contains("+1"), "{text}");
+        assert!(text.contains("1 accounts: milestone `reported`"), "{text}");
+        assert!(!text.contains("active version cannot judge"), "{text}");
+    }
 }

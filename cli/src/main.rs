@@ -72,6 +72,9 @@ enum DefinitionCommand {
     Activate(definition::ActivateArgs),
     /// Activate the version that was active before the current one.
     Rollback(definition::RollbackArgs),
+    /// What activating a draft (a file or a pushed version) would change: accounts moving in
+    /// and out of each stage and tier, judged now against stored state.
+    Preview(definition::PreviewArgs),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +87,7 @@ fn main() -> ExitCode {
         Command::Definition(DefinitionCommand::Diff(args)) => definition::diff(&args),
         Command::Definition(DefinitionCommand::Activate(args)) => definition::activate(&args),
         Command::Definition(DefinitionCommand::Rollback(args)) => definition::rollback(&args),
+        Command::Definition(DefinitionCommand::Preview(args)) => definition::preview(&args),
         Command::Accounts(command) => accounts::run(&command),
         Command::Backtest(args) => backtest::run(&args),
         Command::Generate(args) => generate::run(&args),

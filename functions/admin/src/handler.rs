@@ -35,6 +35,7 @@ pub struct App {
 enum Route {
     Definitions,
     Rollback,
+    Preview,
     Version(String),
     Diff(String, String),
     Activate(String),
@@ -50,6 +51,7 @@ impl Route {
         Some(match segments.as_slice() {
             ["v1", "definitions"] => Route::Definitions,
             ["v1", "definitions", "rollback"] => Route::Rollback,
+            ["v1", "definitions", "preview"] => Route::Preview,
             ["v1", "definitions", v] => Route::Version((*v).to_owned()),
             ["v1", "definitions", a, "diff", b] => Route::Diff((*a).to_owned(), (*b).to_owned()),
             ["v1", "definitions", v, "activate"] => Route::Activate((*v).to_owned()),
@@ -64,7 +66,7 @@ impl Route {
     fn allow(&self) -> &'static str {
         match self {
             Route::Definitions => "GET, POST",
-            Route::Rollback | Route::Activate(_) => "POST",
+            Route::Rollback | Route::Activate(_) | Route::Preview => "POST",
             _ => "GET",
         }
     }
@@ -219,8 +221,10 @@ impl App {
         let method = request.method().clone();
         let allowed = match (&route, &method) {
             (Route::Definitions, &Method::GET | &Method::POST) => true,
-            (Route::Rollback | Route::Activate(_), &Method::POST) => true,
-            (Route::Rollback | Route::Activate(_) | Route::Definitions, _) => false,
+            (Route::Rollback | Route::Activate(_) | Route::Preview, &Method::POST) => true,
+            (Route::Rollback | Route::Activate(_) | Route::Definitions | Route::Preview, _) => {
+                false
+            }
             (_, &Method::GET) => true,
             _ => false,
         };
@@ -251,6 +255,7 @@ impl App {
             (Route::Account(id), _) => self.show_account(&tenant, &id, &params).await,
             (Route::Funnel, _) => self.funnel(&tenant, &params).await,
             (Route::Precision, _) => self.precision(&tenant).await,
+            (Route::Preview, _) => self.preview(&tenant, parse_body(body)?).await,
         }
     }
 

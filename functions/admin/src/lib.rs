@@ -12,6 +12,7 @@
 //! | `GET /v1/accounts?stage=&tier=&limit=&cursor=` | accounts with stage, tier, score (bounded scan: admin only) |
 //! | `GET /v1/accounts/{id}` | lifecycle, current decision with reasons, alerts |
 //! | `GET /v1/funnel?days=N` | stages reached per day, current stages, median days from sign-up to activation, each milestone and PQL |
+//! | `POST /v1/definitions/preview` a draft (`definition` / `source`) or `{"version": ...}` | per stage and tier: accounts before and after, entering, leaving; the accounts that change; accounts the stored state cannot answer for, by reason |
 //! | `GET /v1/precision` | per definition version: alerts, sales outcomes (`pql alerts feedback`), precision |
 //!
 //! Errors are `{"error": "<code>", "message": "..."}` (invalid definitions add `errors`, each
@@ -27,6 +28,7 @@ pub mod auth;
 pub mod error;
 pub mod handler;
 pub mod local;
+pub mod preview;
 
 pub use error::AdminError;
 pub use handler::App;

@@ -158,3 +158,99 @@ impl Store {
         Ok(Ok(Page { items, next }))
     }
 }
+
+/// One stored account record, as a scan of the state table reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAccount {
+    pub account: String,
+    pub record: crate::Versioned<crate::AccountRecord>,
+}
+
+fn encode_state_cursor(key: &HashMap<String, AttributeValue>) -> Option<String> {
+    Some(hex::encode(key.get("pk")?.as_s().ok()?))
+}
+
+fn decode_state_cursor(tenant: &TenantId, cursor: &str) -> Result<AttributeValue, String> {
+    let bad = || format!("`{cursor}` is not a cursor this API returned");
+    let pk = String::from_utf8(hex::decode(cursor).map_err(|_| bad())?).map_err(|_| bad())?;
+    if !pk.starts_with(&format!("{tenant}#account#")) {
+        return Err(bad());
+    }
+    Ok(AttributeValue::S(pk))
+}
+
+impl Store {
+    /// One page of the tenant's account records (state table), examining at most
+    /// `max_scanned` items: a bounded, paginated `Scan` filtered on `tenant` and `kind`, for
+    /// admin work only (previews, re-evaluation jobs), never a hot path. `next` resumes after
+    /// the last item examined (`None`: the end). A bad cursor is an `Err(String)`.
+    pub async fn scan_account_records(
+        &self,
+        tenant: &TenantId,
+        cursor: Option<&str>,
+        max_scanned: i32,
+    ) -> Result<Result<Page<StoredAccount>, String>, StoreError> {
+        let mut start = match cursor.map(|c| decode_state_cursor(tenant, c)).transpose() {
+            Ok(start) => start.map(|pk| HashMap::from([("pk".to_owned(), pk)])),
+            Err(e) => return Ok(Err(e)),
+        };
+        let table = &self.tables.state;
+        let mut items = Vec::new();
+        let mut scanned = 0i32;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(table)
+                .filter_expression("tenant = :t AND kind = :k")
+                .expression_attribute_values(":t", AttributeValue::S(tenant.to_string()))
+                .expression_attribute_values(":k", AttributeValue::S("account".into()))
+                .limit((max_scanned - scanned).max(1))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| StoreError::dynamo("Scan", table, e))?;
+            scanned += out.scanned_count();
+            for item in out.items() {
+                let pk = item
+                    .get("pk")
+                    .and_then(|v| v.as_s().ok())
+                    .cloned()
+                    .unwrap_or_default();
+                let corrupt = |reason: String| StoreError::Corrupt {
+                    table: table.clone(),
+                    key: pk.clone(),
+                    reason,
+                };
+                let account = item
+                    .get("id")
+                    .and_then(|v| v.as_s().ok())
+                    .cloned()
+                    .ok_or_else(|| corrupt("no `id`".into()))?;
+                let version = item
+                    .get("version")
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| corrupt("no `version`".into()))?;
+                let body = item
+                    .get("body")
+                    .and_then(|v| v.as_b().ok())
+                    .ok_or_else(|| corrupt("no `body`".into()))?;
+                let value = crate::records::decode_body(body.as_ref()).map_err(corrupt)?;
+                items.push(StoredAccount {
+                    account,
+                    record: crate::Versioned { value, version },
+                });
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() || scanned >= max_scanned {
+                break;
+            }
+        }
+        Ok(Ok(Page {
+            items,
+            next: start.as_ref().and_then(encode_state_cursor),
+        }))
+    }
+}

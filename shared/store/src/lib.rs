@@ -16,6 +16,7 @@ pub mod definition_versions;
 pub mod definitions;
 pub mod deliveries;
 pub mod events;
+pub mod preview;
 pub mod records;
 pub mod sweep;
 pub mod template;
