@@ -71,7 +71,7 @@ pub enum AlertsCommand {
 }
 
 /// The outcomes sales can record.
-pub const OUTCOMES: [&str; 4] = ["accepted", "rejected", "converted", "lost"];
+pub const OUTCOMES: [&str; 4] = pql_store::deliveries::FEEDBACK_OUTCOMES;
 
 async fn store(args: &Args) -> anyhow::Result<Store> {
     let tables = match &args.table_prefix {
@@ -106,18 +106,18 @@ fn parse_alert_id(id: &str) -> anyhow::Result<(TenantId, String, u32)> {
     Ok((tenant, account.to_owned(), sequence))
 }
 
-/// Checks a feedback outcome and its reason.
-pub fn check_feedback(outcome: &str, reason: Option<&str>) -> anyhow::Result<()> {
-    if !OUTCOMES.contains(&outcome) {
-        bail!(
-            "--outcome `{outcome}` is not an outcome (allowed: {})",
+/// Checks a feedback outcome and its reason (the store's rules, worded for the flags).
+pub fn check_feedback(outcome: &str, reason: Option<&str>, by: Option<&str>) -> anyhow::Result<()> {
+    use pql_store::deliveries::FeedbackError;
+    match pql_store::deliveries::check_feedback(outcome, reason, by) {
+        Ok(()) => Ok(()),
+        Err(FeedbackError::UnknownOutcome(o)) => bail!(
+            "--outcome `{o}` is not an outcome (allowed: {})",
             OUTCOMES.join(", ")
-        );
+        ),
+        Err(FeedbackError::ReasonRequired) => bail!("--outcome rejected needs a --reason (why sales rejected it feeds the definition's review)"),
+        Err(FeedbackError::TooLong(field)) => bail!("--{field} is too long (allowed: at most 1,000 characters)"),
     }
-    if outcome == "rejected" && reason.is_none_or(|r| r.trim().is_empty()) {
-        bail!("--outcome rejected needs a --reason (why sales rejected it feeds the definition's review)");
-    }
-    Ok(())
 }
 
 fn describe(outcome: &Outcome) -> String {
@@ -262,7 +262,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 }
             }
             AlertsCommand::Feedback { id, outcome, reason, by } => {
-                check_feedback(outcome, reason.as_deref())?;
+                check_feedback(outcome, reason.as_deref(), by.as_deref())?;
                 let (tenant, account, sequence) = parse_alert_id(id)?;
                 let store = store(args).await?;
                 let alert = store
@@ -294,15 +294,21 @@ mod tests {
 
     #[test]
     fn feedback_and_ids_are_checked() {
-        assert!(check_feedback("accepted", None).is_ok());
-        let e = check_feedback("won", None).unwrap_err().to_string();
+        assert!(check_feedback("accepted", None, None).is_ok());
+        let e = check_feedback("won", None, None).unwrap_err().to_string();
         assert!(
             e.contains("allowed: accepted, rejected, converted, lost"),
             "{e}"
         );
-        let e = check_feedback("rejected", None).unwrap_err().to_string();
+        let e = check_feedback("rejected", None, None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("needs a --reason"), "{e}");
-        assert!(check_feedback("rejected", Some("student project")).is_ok());
+        assert!(check_feedback("rejected", Some("student project"), None).is_ok());
+        let e = check_feedback("lost", None, Some(&"x".repeat(1001)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--by is too long"), "{e}");
         assert_eq!(
             parse_alert_id("acme/org/1/2").unwrap(),
             (TenantId::parse("acme").unwrap(), "org/1".to_owned(), 2)

@@ -43,6 +43,8 @@ enum Route {
     Account(String),
     Funnel,
     Precision,
+    Alerts,
+    AlertFeedback(String),
 }
 
 impl Route {
@@ -58,6 +60,14 @@ impl Route {
             ["v1", "accounts"] => Route::Accounts,
             ["v1", "funnel"] => Route::Funnel,
             ["v1", "precision"] => Route::Precision,
+            ["v1", "alerts"] => Route::Alerts,
+            // An account id may hold `/`: every segment between `alerts` and `feedback`.
+            ["v1", "alerts", id @ .., "feedback"] if id.len() >= 2 => Route::AlertFeedback(
+                id.iter()
+                    .map(|s| percent_decode(s))
+                    .collect::<Option<Vec<_>>>()?
+                    .join("/"),
+            ),
             ["v1", "accounts", id] => Route::Account(percent_decode(id)?),
             _ => return None,
         })
@@ -67,6 +77,7 @@ impl Route {
         match self {
             Route::Definitions => "GET, POST",
             Route::Rollback | Route::Activate(_) | Route::Preview => "POST",
+            Route::AlertFeedback(_) => "POST",
             _ => "GET",
         }
     }
@@ -220,6 +231,7 @@ impl App {
         })?;
         let method = request.method().clone();
         let allowed = match (&route, &method) {
+            (Route::AlertFeedback(_), m) => m == Method::POST,
             (Route::Definitions, &Method::GET | &Method::POST) => true,
             (Route::Rollback | Route::Activate(_) | Route::Preview, &Method::POST) => true,
             (Route::Rollback | Route::Activate(_) | Route::Definitions | Route::Preview, _) => {
@@ -255,6 +267,10 @@ impl App {
             (Route::Account(id), _) => self.show_account(&tenant, &id, &params).await,
             (Route::Funnel, _) => self.funnel(&tenant, &params).await,
             (Route::Precision, _) => self.precision(&tenant).await,
+            (Route::Alerts, _) => crate::alerts::list(&self.store, &tenant, &params).await,
+            (Route::AlertFeedback(id), _) => {
+                crate::alerts::feedback(&self.store, &tenant, &id, body).await
+            }
             (Route::Preview, _) => self.preview(&tenant, parse_body(body)?).await,
         }
     }

@@ -14,6 +14,8 @@
 //! | `GET /v1/funnel?days=N` | stages reached per day, current stages, median days from sign-up to activation, each milestone and PQL |
 //! | `POST /v1/definitions/preview` a draft (`definition` / `source`) or `{"version": ...}` | per stage and tier: accounts before and after, entering, leaving; the accounts that change; accounts the stored state cannot answer for, by reason |
 //! | `GET /v1/precision` | per definition version: alerts, sales outcomes (`pql alerts feedback`), precision |
+//! | `POST /v1/alerts/{account}/{sequence}/feedback` `{"outcome": ..., "reason": ..., "by": ...}` | the sales outcome stored on the alert (`changed: false` if it was already so) |
+//! | `GET /v1/alerts?failed=true` | deliveries of the tenant's alerts (parked only with `failed=true`) and feedback |
 //!
 //! Errors are `{"error": "<code>", "message": "..."}` (invalid definitions add `errors`, each
 //! with `field`, `line`, `column`, `location`, `message`, `allowed`); a write key is `403`, a
@@ -24,6 +26,7 @@
 //! * [`error`]: [`AdminError`] and the JSON responses.
 //! * [`local`]: a small HTTP server around the same handler, for `pql local` and tests.
 
+pub mod alerts;
 pub mod auth;
 pub mod error;
 pub mod handler;

@@ -223,6 +223,40 @@ pub struct Feedback {
     pub definition_version: String,
 }
 
+/// The outcomes sales can record on an alert.
+pub const FEEDBACK_OUTCOMES: [&str; 4] = ["accepted", "rejected", "converted", "lost"];
+
+/// Why feedback is not valid (the CLI and the admin API word the field their own way).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedbackError {
+    UnknownOutcome(String),
+    /// `rejected` without a reason: why sales rejected it feeds the definition's review.
+    ReasonRequired,
+    /// A reason or author over 1,000 characters.
+    TooLong(&'static str),
+}
+
+/// Checks an outcome, its reason and who gives it (the same rules everywhere feedback enters).
+pub fn check_feedback(
+    outcome: &str,
+    reason: Option<&str>,
+    by: Option<&str>,
+) -> Result<(), FeedbackError> {
+    if !FEEDBACK_OUTCOMES.contains(&outcome) {
+        return Err(FeedbackError::UnknownOutcome(outcome.to_owned()));
+    }
+    if outcome == "rejected" && reason.is_none_or(|r| r.trim().is_empty()) {
+        return Err(FeedbackError::ReasonRequired);
+    }
+    if reason.is_some_and(|r| r.chars().count() > 1000) {
+        return Err(FeedbackError::TooLong("reason"));
+    }
+    if by.is_some_and(|b| b.chars().count() > 1000) {
+        return Err(FeedbackError::TooLong("by"));
+    }
+    Ok(())
+}
+
 fn now_rfc3339() -> String {
     pql_engine::Timestamp::now().to_rfc3339()
 }
@@ -679,6 +713,26 @@ impl Store {
             .await
             .map_err(|e| StoreError::dynamo("UpdateItem", table, e))?;
         Ok(())
+    }
+
+    /// The feedback recorded on one alert (strongly consistent), if any.
+    pub async fn feedback(
+        &self,
+        tenant: &TenantId,
+        account: &str,
+        sequence: u32,
+    ) -> Result<Option<Feedback>, StoreError> {
+        let table = &self.tables.alerts;
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .set_key(Some(self.deliveries_key(tenant, account, sequence)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem", table, e))?;
+        Ok(out.item.as_ref().and_then(parse_feedback))
     }
 
     /// One alert (strongly consistent), if it exists.
