@@ -14,7 +14,7 @@ use pql_engine::time::MS_PER_DAY;
 use pql_engine::{Ledger, Timestamp};
 use pql_local_stack::LocalStack;
 use pql_simulator::{SimConfig, Simulation};
-use pql_stream_pump::{DynamoDbEventResponse, EventNameFilter, MappingConfig, Parked};
+use pql_stream_pump::{DynamoDbEventResponse, MappingConfig, Parked, RecordFilter};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -161,7 +161,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             .and_then(|t| t.latest_stream_arn)
             .context("the alerts table has no stream")?;
         let (parked_tx, _parked_rx) = mpsc::channel::<Parked>(8);
-        let mapping = MappingConfig { filter: Some(EventNameFilter::new(["INSERT"])), poll_interval: Duration::from_millis(10), ..MappingConfig::default() };
+        let mapping = MappingConfig { filter: Some(RecordFilter::event_names(["INSERT"])), poll_interval: Duration::from_millis(10), ..MappingConfig::default() };
         let watcher = pql_stream_pump::start(
             pql_stream_pump::local_client(&stack.endpoint),
             arn,

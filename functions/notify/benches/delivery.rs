@@ -23,7 +23,7 @@ use pql_notify::{Notifier, Settings};
 use pql_notify_fn::NotifyHandler;
 use pql_store::alerts::{Alert, LifecycleRecord, Trigger};
 use pql_store::tenants::TenantId;
-use pql_stream_pump::{CancellationToken, EventNameFilter, MappingConfig};
+use pql_stream_pump::{CancellationToken, MappingConfig, RecordFilter};
 use serde_json::json;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -154,7 +154,7 @@ secret = "whsec_0123456789abcdef""#,
             bisect_batch_on_function_error: true,
             report_batch_item_failures: true,
             poll_interval: Duration::from_millis(20),
-            filter: Some(EventNameFilter::new(["INSERT"])),
+            filter: Some(RecordFilter::event_names(["INSERT"])),
             ..MappingConfig::default()
         },
         Arc::new(move |event| {

@@ -26,14 +26,66 @@ use pql_qualify::Qualifier;
 use pql_store::tenants::TenantId;
 use pql_store::{template, Store, Tables};
 use pql_stream_pump::{
-    CancellationToken, DynamoDbEventResponse, Event, EventNameFilter, HandlerError, MappingConfig,
-    Parked,
+    CancellationToken, DynamoDbEventResponse, Event, HandlerError, MappingConfig, Parked,
+    RecordFilter, StartingPosition,
 };
 use pql_sweep::Sweeper;
 use tokio::task::JoinSet;
 
 /// The one description of the tables: the SAM template, compiled in.
 pub use pql_store::template::SAM_TEMPLATE as TEMPLATE;
+
+/// How often the local pumps read a shard that had nothing new. Lambda polls a stream shard
+/// about four times a second; locally a shorter pause keeps the demo and the tests snappy.
+const LOCAL_POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// The pump settings of the template's event-source mapping for `function` (a logical id such
+/// as `ActivationFunction`): batch size, batching window, retries, bisection, partial batch
+/// responses, starting position and `FilterCriteria`, so the local stack delivers to each
+/// handler what Lambda would.
+///
+/// The template is compiled in and its mappings are checked by `pql_store::template`'s tests,
+/// so a missing mapping is a bug in the build, not an input error.
+pub fn template_mapping(function: &str) -> MappingConfig {
+    let spec = template::mapping_for(TEMPLATE, function)
+        .unwrap_or_else(|e| panic!("infra/template.yaml: {e}"))
+        .unwrap_or_else(|| {
+            panic!("infra/template.yaml has no event-source mapping for {function}")
+        });
+    mapping_config(&spec)
+}
+
+fn mapping_config(spec: &template::MappingSpec) -> MappingConfig {
+    let defaults = MappingConfig::default();
+    let filter = (!spec.filters.is_empty()).then(|| {
+        let spec = spec.clone();
+        let description = format!("{} FilterCriteria {:?}", spec.logical_id, spec.filters);
+        // The patterns are written against the record as the function receives it, which is
+        // what `EventRecord` serialises to.
+        RecordFilter::new(description, move |record| {
+            serde_json::to_value(record).is_ok_and(|value| spec.accepts(&value))
+        })
+    });
+    MappingConfig {
+        batch_size: spec.batch_size as usize,
+        batching_window: spec.batching_window,
+        // Lambda's default (retry until the record expires) would stall a local shard for a
+        // day; the template always sets a bound, and the pump's own bound stands in otherwise.
+        maximum_retry_attempts: spec
+            .maximum_retry_attempts
+            .unwrap_or(defaults.maximum_retry_attempts),
+        bisect_batch_on_function_error: spec.bisect_batch_on_function_error,
+        report_batch_item_failures: spec.report_batch_item_failures,
+        starting_position: if spec.starting_position == "LATEST" {
+            StartingPosition::Latest
+        } else {
+            StartingPosition::TrimHorizon
+        },
+        poll_interval: LOCAL_POLL_INTERVAL,
+        filter,
+        ..defaults
+    }
+}
 
 /// A stream handler as a value: what the activation pump invokes.
 pub type BoxedHandler = Arc<
@@ -62,27 +114,18 @@ pub struct NotifyOptions {
     pub settings: pql_notify::Settings,
     /// Where e-mails go (one JSON file each); `None`: e-mail destinations fail (parked).
     pub email_dir: Option<PathBuf>,
-    /// Event-source mapping of the notify function (alerts table stream; the handler keeps
-    /// `INSERT`s of `sk >= 1`, as the template's filter does).
+    /// Event-source mapping of the notify function (alerts table stream), the template's.
     pub mapping: MappingConfig,
     pub retry: pql_notify::retry::RetryPolicy,
 }
 
 impl NotifyOptions {
-    /// The template's mapping for notify: batches of 10, 5 retries, bisect, batch item failures.
+    /// Delivery per `settings`, through the template's mapping for the notify function.
     pub fn new(settings: pql_notify::Settings) -> NotifyOptions {
         NotifyOptions {
             settings,
             email_dir: None,
-            mapping: MappingConfig {
-                batch_size: 10,
-                maximum_retry_attempts: 5,
-                bisect_batch_on_function_error: true,
-                report_batch_item_failures: true,
-                poll_interval: Duration::from_millis(20),
-                filter: Some(EventNameFilter::new(["INSERT"])),
-                ..MappingConfig::default()
-            },
+            mapping: template_mapping("NotifyFunction"),
             retry: pql_notify::retry::RetryPolicy::default(),
         }
     }
@@ -118,21 +161,13 @@ pub struct Options {
 }
 
 impl Options {
-    /// Defaults matching the template's mappings; the tests and the demo shorten timings.
+    /// The template's mappings; the tests and the demo shorten timings.
     pub fn new(
         tenant: TenantId,
         write_key: String,
         definition: Definition,
         repo_root: PathBuf,
     ) -> Options {
-        let mapping = MappingConfig {
-            batch_size: 100,
-            maximum_retry_attempts: 5,
-            bisect_batch_on_function_error: true,
-            report_batch_item_failures: true,
-            poll_interval: Duration::from_millis(20),
-            ..MappingConfig::default()
-        };
         Options {
             dynamodb_endpoint: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
@@ -141,14 +176,8 @@ impl Options {
             definition,
             table_prefix: format!("pql-{}-", std::process::id()),
             repo_root,
-            activation_mapping: MappingConfig {
-                filter: Some(EventNameFilter::new(["INSERT"])),
-                ..mapping.clone()
-            },
-            qualify_mapping: MappingConfig {
-                filter: Some(EventNameFilter::new(["INSERT", "MODIFY"])),
-                ..mapping
-            },
+            activation_mapping: template_mapping("ActivationFunction"),
+            qualify_mapping: template_mapping("QualifyFunction"),
             sweep_interval: Duration::from_secs(60),
             wrap_activation: None,
             notify: None,
@@ -428,5 +457,71 @@ impl LocalStack {
             Some(e) => Err(LocalStackError::Task(e)),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pql_stream_pump::EventRecord;
+    use serde_json::json;
+
+    /// A stream record as Lambda hands it to the function.
+    fn record(event_name: &str, keys: serde_json::Value, image: serde_json::Value) -> EventRecord {
+        serde_json::from_value(json!({
+            "eventID": "1",
+            "eventName": event_name,
+            "eventSource": "aws:dynamodb",
+            "awsRegion": "local",
+            "dynamodb": {"Keys": keys, "NewImage": image, "SequenceNumber": "1",
+                         "SizeBytes": 1, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+        }))
+        .expect("a stream record")
+    }
+
+    fn passes(mapping: &MappingConfig, record: &EventRecord) -> bool {
+        mapping.filter.as_ref().is_none_or(|f| f.matches(record))
+    }
+
+    #[test]
+    fn qualify_gets_account_records_only() {
+        let qualify = template_mapping("QualifyFunction");
+        let keys = json!({"pk": {"S": "t#a"}, "sk": {"S": "account"}});
+        let account = json!({"kind": {"S": "account"}});
+        let user = json!({"kind": {"S": "user"}});
+        assert!(passes(
+            &qualify,
+            &record("INSERT", keys.clone(), account.clone())
+        ));
+        assert!(passes(&qualify, &record("MODIFY", keys.clone(), account)));
+        assert!(!passes(&qualify, &record("MODIFY", keys.clone(), user)));
+        assert!(!passes(&qualify, &record("REMOVE", keys, json!({}))));
+        assert_eq!(qualify.batch_size, 100);
+        assert_eq!(qualify.maximum_retry_attempts, 5);
+        assert!(qualify.bisect_batch_on_function_error && qualify.report_batch_item_failures);
+    }
+
+    #[test]
+    fn notify_gets_new_alerts_only() {
+        let notify = template_mapping("NotifyFunction");
+        let alert = |sk: i64| json!({"pk": {"S": "t#a"}, "sk": {"N": sk.to_string()}});
+        assert!(passes(&notify, &record("INSERT", alert(1), json!({}))));
+        assert!(passes(&notify, &record("INSERT", alert(12), json!({}))));
+        // sk 0 is the account's alert counter, negative keys are its deliveries.
+        assert!(!passes(&notify, &record("INSERT", alert(0), json!({}))));
+        assert!(!passes(&notify, &record("INSERT", alert(-1), json!({}))));
+        assert!(!passes(&notify, &record("MODIFY", alert(1), json!({}))));
+        assert_eq!(notify.batch_size, 10);
+    }
+
+    #[test]
+    fn activation_gets_inserts_only() {
+        let activation = template_mapping("ActivationFunction");
+        let keys = json!({"pk": {"S": "t#m"}});
+        assert!(passes(
+            &activation,
+            &record("INSERT", keys.clone(), json!({}))
+        ));
+        assert!(!passes(&activation, &record("MODIFY", keys, json!({}))));
     }
 }

@@ -21,7 +21,7 @@
 //! * **Batches.** Up to [`MappingConfig::batch_size`] records; with a
 //!   [`MappingConfig::batching_window`], the pump keeps reading until the batch is full or the
 //!   window (counted from the first record of the batch) has passed; without one, a batch is
-//!   what the shard has when it is read. Records that the [`EventNameFilter`] rejects are
+//!   what the shard has when it is read. Records that the [`RecordFilter`] rejects are
 //!   dropped before batching (never delivered, never count towards a batch), like
 //!   `FilterCriteria`.
 //! * **Success.** The whole batch is checkpointed. Without
@@ -147,52 +147,52 @@ pub enum StartingPosition {
     Latest,
 }
 
-/// `FilterCriteria` on the record's `eventName` (`INSERT`, `MODIFY`, `REMOVE`): the
-/// template's `{"Filters": [{"Pattern": "{\"eventName\": [\"INSERT\"]}"}]}` is
-/// `EventNameFilter::new(["INSERT"])`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventNameFilter {
-    names: Vec<String>,
+/// `FilterCriteria`: which records reach the handler. Lambda evaluates the mapping's filter
+/// patterns on each record; the pump calls this predicate on the record as the handler would
+/// receive it. [`RecordFilter::event_names`] covers patterns on `eventName` alone; the local
+/// stack builds one from the template's patterns (`pql_store::template::MappingSpec::accepts`),
+/// so the pump itself knows nothing of the pattern language.
+#[derive(Clone)]
+pub struct RecordFilter {
+    /// What it keeps, for `Debug` and logs (e.g. the patterns).
+    description: String,
+    accepts: Arc<dyn Fn(&EventRecord) -> bool + Send + Sync>,
 }
 
-impl EventNameFilter {
-    pub fn new<I, S>(names: I) -> Self
+impl RecordFilter {
+    pub fn new(
+        description: impl Into<String>,
+        accepts: impl Fn(&EventRecord) -> bool + Send + Sync + 'static,
+    ) -> RecordFilter {
+        RecordFilter {
+            description: description.into(),
+            accepts: Arc::new(accepts),
+        }
+    }
+
+    /// Records whose `eventName` (`INSERT`, `MODIFY`, `REMOVE`) is one of `names`: the
+    /// template's `{"eventName": ["INSERT"]}` is `RecordFilter::event_names(["INSERT"])`.
+    pub fn event_names<I, S>(names: I) -> RecordFilter
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        EventNameFilter {
-            names: names.into_iter().map(Into::into).collect(),
-        }
+        let names: Vec<String> = names.into_iter().map(Into::into).collect();
+        RecordFilter::new(format!("eventName in {names:?}"), move |record| {
+            names.contains(&record.event_name)
+        })
     }
 
-    /// A Lambda filter pattern on `eventName` only, as the SAM template writes it:
-    /// `{"eventName": ["INSERT", "MODIFY"]}`. Any other pattern is refused (not reproduced).
-    pub fn from_pattern(pattern: &str) -> Result<Self, PumpError> {
-        let refuse = |why: &str| {
-            PumpError::Config(format!(
-                "filter pattern {pattern}: {why} (only {{\"eventName\": [names]}} is supported)"
-            ))
-        };
-        let value: serde_json::Value =
-            serde_json::from_str(pattern).map_err(|e| refuse(&e.to_string()))?;
-        let object = value.as_object().ok_or_else(|| refuse("not an object"))?;
-        if object.len() != 1 {
-            return Err(refuse("other keys than eventName"));
-        }
-        let names = object
-            .get("eventName")
-            .and_then(|v| v.as_array())
-            .ok_or_else(|| refuse("no eventName list"))?
-            .iter()
-            .map(|n| n.as_str().map(str::to_owned))
-            .collect::<Option<Vec<String>>>()
-            .ok_or_else(|| refuse("event names must be strings"))?;
-        Ok(EventNameFilter { names })
+    pub fn matches(&self, record: &EventRecord) -> bool {
+        (self.accepts)(record)
     }
+}
 
-    pub fn matches(&self, event_name: &str) -> bool {
-        self.names.iter().any(|name| name == event_name)
+impl std::fmt::Debug for RecordFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RecordFilter")
+            .field(&self.description)
+            .finish()
     }
 }
 
@@ -219,7 +219,7 @@ pub struct MappingConfig {
     /// How often the stream is described again to find new shards (default 1 s).
     pub discovery_interval: Duration,
     /// Only records with these event names reach the handler (`FilterCriteria`).
-    pub filter: Option<EventNameFilter>,
+    pub filter: Option<RecordFilter>,
 }
 
 impl Default for MappingConfig {
@@ -602,22 +602,18 @@ mod tests {
 
     #[test]
     fn the_event_name_filter_matches_names_exactly() {
-        let filter = EventNameFilter::new(["INSERT"]);
-        assert!(filter.matches("INSERT"));
-        assert!(!filter.matches("MODIFY"));
-        assert!(!filter.matches("insert"));
-        let filter = EventNameFilter::from_pattern(r#"{"eventName": ["INSERT", "MODIFY"]}"#);
-        assert_eq!(filter.unwrap(), EventNameFilter::new(["INSERT", "MODIFY"]));
-        for unsupported in [
-            r#"{"dynamodb": {"NewImage": {"type": {"S": ["x"]}}}}"#,
-            r#"{"eventName": ["INSERT"], "awsRegion": ["us-east-1"]}"#,
-            r#"{"eventName": [{"prefix": "IN"}]}"#,
-            "not json",
-        ] {
-            assert!(
-                EventNameFilter::from_pattern(unsupported).is_err(),
-                "{unsupported}"
-            );
-        }
+        let record = |name: &str| {
+            let mut record = EventRecord::default();
+            record.event_name = name.to_owned();
+            record
+        };
+        let filter = RecordFilter::event_names(["INSERT"]);
+        assert!(filter.matches(&record("INSERT")));
+        assert!(!filter.matches(&record("MODIFY")));
+        assert!(!filter.matches(&record("insert")));
+        let filter = RecordFilter::event_names(["INSERT", "MODIFY"]);
+        assert!(filter.matches(&record("MODIFY")));
+        assert!(!filter.matches(&record("REMOVE")));
+        assert!(format!("{filter:?}").contains("MODIFY"));
     }
 }

@@ -190,7 +190,7 @@ impl<H: StreamHandler> Worker<H> {
                         self.at_latest = false;
                     }
                     match &ctx.config.filter {
-                        Some(filter) if !filter.matches(&record.event_name) => filtered += 1,
+                        Some(filter) if !filter.matches(&record) => filtered += 1,
                         _ => self.pending.push_back(record),
                     }
                 }

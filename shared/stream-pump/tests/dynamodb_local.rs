@@ -12,9 +12,8 @@ use aws_sdk_dynamodb::types::{
 };
 use pql_dynamodb_local::{repo_root_from, DynamoDbLocal};
 use pql_stream_pump::{
-    start, CancellationToken, DynamoDbBatchItemFailure, DynamoDbEventResponse, Event,
-    EventNameFilter, EventRecord, HandlerError, MappingConfig, Parked, PumpStats, StartingPosition,
-    StreamHandler,
+    start, CancellationToken, DynamoDbBatchItemFailure, DynamoDbEventResponse, Event, EventRecord,
+    HandlerError, MappingConfig, Parked, PumpStats, RecordFilter, StartingPosition, StreamHandler,
 };
 use tokio::sync::mpsc;
 
@@ -692,7 +691,7 @@ async fn the_filter_drops_other_event_names() {
         }
     };
     let config = MappingConfig {
-        filter: Some(EventNameFilter::new(["INSERT"])),
+        filter: Some(RecordFilter::event_names(["INSERT"])),
         ..fast()
     };
     local.put_all(0..3).await;
