@@ -57,7 +57,8 @@
 //!   delivered again). Checkpoints are in memory: a new pump starts from its starting position.
 //!
 //! Not reproduced: `MaximumRecordAgeInSeconds`, `ParallelizationFactor` (always 1), tumbling
-//! windows, the 6 MB payload limit, and filter patterns other than on `eventName`.
+//! windows and the 6 MB payload limit. Filter patterns are the caller's predicate
+//! ([`RecordFilter`]); the local stack evaluates the template's patterns with it.
 //!
 //! # DynamoDB Local's streams (observed with the pinned version)
 //!
