@@ -380,6 +380,25 @@ mod tests {
     }
 
     #[test]
+    fn status_text_shows_progress_counters_and_errors() {
+        let job = json!({
+            "version": "vaaaaaaaaaaaa", "action": "activate", "previous": "vbbbbbbbbbbbb",
+            "state": "running", "done": 150, "total": 400, "progress": 0.375,
+            "started_at": "2026-11-23T16:00:00Z", "updated_at": "2026-11-23T16:05:00Z",
+            "finished_at": null, "mapped": 100, "rebuilt": 50, "qualified": 3,
+            "not_alerted_again": 7, "failed": 1, "errors": ["account `x`: the record was deleted"],
+        });
+        let text = status_text(&job);
+        assert!(
+            text.contains("running — 150/400 accounts (37.5%)"),
+            "{text}"
+        );
+        assert!(text.contains("finished -"), "{text}");
+        assert!(text.contains("rebuilt from raw events 50, new qualifications 3, alerted before (not again) 7, failed 1"), "{text}");
+        assert!(text.contains("error: account `x`"), "{text}");
+    }
+
+    #[test]
     fn preview_text_shows_moves_changes_and_gaps() {
         let answer = json!({
             "draft_version": "vaaaaaaaaaaaa", "active_version": "vbbbbbbbbbbbb",
@@ -407,4 +426,64 @@ mod tests {
         assert!(text.contains("1 accounts: milestone `reported`"), "{text}");
         assert!(!text.contains("active version cannot judge"), "{text}");
     }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// `pql definition status`: the active version and the progress of the re-evaluation of
+/// existing accounts that its activation started.
+pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
+    let client = AdminClient::new(&args.api)?;
+    let listed = client.get("/v1/definitions")?;
+    let job = match client.get("/v1/definitions/reevaluation") {
+        Ok(job) => Some(job),
+        Err(e)
+            if e.downcast_ref::<crate::admin_client::ApiError>()
+                .is_some_and(|e| e.status == 404) =>
+        {
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    if args.api.json {
+        print_json(&json!({ "active": listed["active"], "reevaluation": job }));
+        return Ok(());
+    }
+    println!("active: {}", listed["active"].as_str().unwrap_or("(none)"));
+    match job {
+        None => println!("re-evaluation: none has run"),
+        Some(job) => print!("{}", status_text(&job)),
+    }
+    Ok(())
+}
+
+pub fn status_text(job: &Value) -> String {
+    let n = |k: &str| job[k].as_u64().unwrap_or(0);
+    let t = |k: &str| job[k].as_str().unwrap_or("-").to_owned();
+    let mut out = format!(
+        "re-evaluation under {} ({} of {}): {} — {}/{} accounts ({:.1}%)\n  started {}, updated {}, finished {}\n  mapped {}, rebuilt from raw events {}, new qualifications {}, alerted before (not again) {}, failed {}\n",
+        t("version"),
+        t("action"),
+        job["previous"].as_str().unwrap_or("none"),
+        t("state"),
+        n("done"),
+        n("total"),
+        job["progress"].as_f64().unwrap_or(0.0) * 100.0,
+        t("started_at"),
+        t("updated_at"),
+        t("finished_at"),
+        n("mapped"),
+        n("rebuilt"),
+        n("qualified"),
+        n("not_alerted_again"),
+        n("failed"),
+    );
+    for e in job["errors"].as_array().into_iter().flatten() {
+        out.push_str(&format!("  error: {}\n", e.as_str().unwrap_or("?")));
+    }
+    out
 }

@@ -75,6 +75,8 @@ enum DefinitionCommand {
     /// What activating a draft (a file or a pushed version) would change: accounts moving in
     /// and out of each stage and tier, judged now against stored state.
     Preview(definition::PreviewArgs),
+    /// The active version and the progress of re-evaluating existing accounts under it.
+    Status(definition::StatusArgs),
 }
 
 fn main() -> ExitCode {
@@ -88,6 +90,7 @@ fn main() -> ExitCode {
         Command::Definition(DefinitionCommand::Activate(args)) => definition::activate(&args),
         Command::Definition(DefinitionCommand::Rollback(args)) => definition::rollback(&args),
         Command::Definition(DefinitionCommand::Preview(args)) => definition::preview(&args),
+        Command::Definition(DefinitionCommand::Status(args)) => definition::status(&args),
         Command::Accounts(command) => accounts::run(&command),
         Command::Backtest(args) => backtest::run(&args),
         Command::Generate(args) => generate::run(&args),

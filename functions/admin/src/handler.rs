@@ -36,6 +36,7 @@ enum Route {
     Definitions,
     Rollback,
     Preview,
+    Reevaluation,
     Version(String),
     Diff(String, String),
     Activate(String),
@@ -54,6 +55,7 @@ impl Route {
             ["v1", "definitions"] => Route::Definitions,
             ["v1", "definitions", "rollback"] => Route::Rollback,
             ["v1", "definitions", "preview"] => Route::Preview,
+            ["v1", "definitions", "reevaluation"] => Route::Reevaluation,
             ["v1", "definitions", v] => Route::Version((*v).to_owned()),
             ["v1", "definitions", a, "diff", b] => Route::Diff((*a).to_owned(), (*b).to_owned()),
             ["v1", "definitions", v, "activate"] => Route::Activate((*v).to_owned()),
@@ -272,6 +274,7 @@ impl App {
                 crate::alerts::feedback(&self.store, &tenant, &id, body).await
             }
             (Route::Preview, _) => self.preview(&tenant, parse_body(body)?).await,
+            (Route::Reevaluation, _) => self.reevaluation_status(&tenant).await,
         }
     }
 
@@ -349,6 +352,10 @@ impl App {
                 .await?;
             answer["active"] = json!(activated.active);
             answer["previous"] = json!(activated.previous);
+            answer["reevaluation"] = json!(
+                self.start_reevaluation(tenant, &activated, "activate", now)
+                    .await?
+            );
         }
         let status = if created {
             StatusCode::CREATED
@@ -435,13 +442,18 @@ impl App {
     ) -> Result<Response<Body>, AdminError> {
         check_version(version)?;
         let author = check_author(author)?;
+        let now = Timestamp::now();
         let activated = self
             .store
-            .activate_definition(tenant, version, &author, Timestamp::now())
+            .activate_definition(tenant, version, &author, now)
+            .await?;
+        // Existing accounts are re-evaluated under it by the sweep, in chunks.
+        let job = self
+            .start_reevaluation(tenant, &activated, "activate", now)
             .await?;
         Ok(json_response(
             StatusCode::OK,
-            &json!({ "active": activated.active, "previous": activated.previous }),
+            &json!({ "active": activated.active, "previous": activated.previous, "reevaluation": job }),
         ))
     }
 
@@ -451,13 +463,14 @@ impl App {
         author: &str,
     ) -> Result<Response<Body>, AdminError> {
         let author = check_author(author)?;
-        let activated = self
-            .store
-            .rollback_definition(tenant, &author, Timestamp::now())
+        let now = Timestamp::now();
+        let activated = self.store.rollback_definition(tenant, &author, now).await?;
+        let job = self
+            .start_reevaluation(tenant, &activated, "rollback", now)
             .await?;
         Ok(json_response(
             StatusCode::OK,
-            &json!({ "active": activated.active, "rolled_back": activated.previous }),
+            &json!({ "active": activated.active, "rolled_back": activated.previous, "reevaluation": job }),
         ))
     }
 

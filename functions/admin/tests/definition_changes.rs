@@ -1,13 +1,16 @@
 //! What a definition change does to existing accounts, over the admin API against DynamoDB
 //! Local: the preview of a draft (accounts moving in and out of stages and tiers, accounts the
-//! stored state cannot answer for).
+//! stored state cannot answer for), and the re-evaluation job an activation starts (chunks as
+//! the sweep runs them, resumed after an interruption, idempotent, no second alert).
 
 use std::sync::Arc;
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use pql_admin::App;
 use pql_engine::event::parse_call;
 use pql_engine::{AccountState, Definition, Timestamp};
 use pql_store::alerts::Observation;
+use pql_store::reevaluation::RebuildCache;
 use pql_store::tenants::TenantId;
 use pql_store::{AccountRecord, RecordKind, Store};
 use serde_json::{json, Value};
@@ -388,4 +391,324 @@ async fn preview_rejects_bad_requests_clearly() {
     );
     let (status, _) = api.call("GET", "/v1/definitions/preview", None).await;
     assert_eq!(status, 405);
+}
+
+fn hex_decode(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Runs chunks of `size` until the job finishes; returns the chunks run.
+async fn run_job(store: &Store, size: i32) -> usize {
+    let mut cache = RebuildCache::default();
+    let mut chunks = 0;
+    while let Some(report) = store
+        .reevaluate_chunk(&tenant(), size, Timestamp::now(), &mut cache)
+        .await
+        .unwrap()
+    {
+        chunks += 1;
+        assert!(!report.lost_race);
+        assert!(chunks < 50, "the job does not finish");
+    }
+    chunks
+}
+
+async fn job_item(store: &Store) -> std::collections::HashMap<String, AttributeValue> {
+    store
+        .client()
+        .get_item()
+        .table_name(&store.tables().tenants)
+        .key(
+            "pk",
+            AttributeValue::S(format!("reevaluation#{}", tenant())),
+        )
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap()
+}
+
+async fn state_of(store: &Store, account: &str) -> AccountRecord {
+    store
+        .load_record::<AccountRecord>(&tenant(), RecordKind::Account, account)
+        .await
+        .unwrap()
+        .unwrap()
+        .value
+}
+
+fn built(definition: &Definition, events: &[pql_engine::Event], account: &str) -> AccountState {
+    let mut state = AccountState::new(definition);
+    for e in events.iter().filter(|e| e.account_id() == Some(account)) {
+        state.apply(definition, e);
+    }
+    state
+}
+
+#[tokio::test]
+async fn activation_reevaluates_mapped_state_resumes_and_never_alerts_twice() {
+    let api = Api::start().await;
+    let events = three_accounts(&api).await;
+    api.store.put_events(&tenant(), &events, 90).await.unwrap();
+    assert_eq!(
+        api.store.alerts(&tenant(), "initech").await.unwrap().len(),
+        1
+    );
+    let (status, missing) = api.call("GET", "/v1/definitions/reevaluation", None).await;
+    assert_eq!(status, 404, "{missing}");
+
+    let version = api.push(SAME_TRACKING).await;
+    let (status, activated) = api
+        .call(
+            "POST",
+            &format!("/v1/definitions/{version}/activate"),
+            Some(json!({"author": "ana"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{activated}");
+    let job = &activated["reevaluation"];
+    assert_eq!(job["version"], version.as_str(), "{activated}");
+    assert_eq!(
+        (job["total"].as_u64(), job["done"].as_u64()),
+        (Some(3), Some(0))
+    );
+    assert_eq!(job["state"], "running");
+
+    // One account per chunk. After the first, an interruption: the second chunk's updates
+    // are made but its cursor is lost (the job item is put back as it was).
+    let mut cache = RebuildCache::default();
+    let first = api
+        .store
+        .reevaluate_chunk(&tenant(), 1, Timestamp::now(), &mut cache)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.accounts, 1);
+    let (_, progress) = api.call("GET", "/v1/definitions/reevaluation", None).await;
+    assert_eq!(
+        (progress["done"].as_u64(), progress["state"].as_str()),
+        (Some(1), Some("running"))
+    );
+    assert!(progress["progress"].as_f64().unwrap() > 0.3, "{progress}");
+    let before_second = job_item(&api.store).await;
+    api.store
+        .reevaluate_chunk(&tenant(), 1, Timestamp::now(), &mut cache)
+        .await
+        .unwrap()
+        .unwrap();
+    // The account the lost chunk visited: its counters are lost with the cursor (counters
+    // are saved with the cursor), its update is not.
+    let after_second = api
+        .store
+        .reevaluation(&tenant())
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    let pk = String::from_utf8(hex_decode(after_second.cursor.as_deref().unwrap())).unwrap();
+    let lost = pk.rsplit('#').next().unwrap().to_owned();
+    api.store
+        .client()
+        .put_item()
+        .table_name(&api.store.tables().tenants)
+        .set_item(Some(before_second))
+        .send()
+        .await
+        .unwrap();
+    // Resumed from the saved cursor: the second chunk runs again, then the rest.
+    assert_eq!(
+        run_job(&api.store, 1).await,
+        3,
+        "chunks 2 (again), 3 and the empty end"
+    );
+
+    let (_, done) = api.call("GET", "/v1/definitions/reevaluation", None).await;
+    assert_eq!(done["state"], "finished", "{done}");
+    assert_eq!(done["done"], 3, "{done}");
+    assert_eq!(
+        done["already_done"], 1,
+        "the re-run chunk found its account done: {done}"
+    );
+    assert_eq!(done["mapped"], 2, "{done}");
+    assert_eq!(done["rebuilt"], 0, "{done}");
+    assert_eq!(
+        done["qualified"],
+        u64::from(lost != "globex"),
+        "{lost}: {done}"
+    );
+    assert_eq!(
+        done["not_alerted_again"],
+        u64::from(lost != "initech"),
+        "{lost}: {done}"
+    );
+    assert_eq!(done["failed"], 0, "{done}");
+    assert!(done["finished_at"].is_string(), "{done}");
+
+    // Exact results: each state is what the new version builds from the same events.
+    let target = Definition::from_toml("same.toml", SAME_TRACKING).unwrap();
+    for account in ["initech", "globex", "umbrella"] {
+        assert_eq!(
+            state_of(&api.store, account).await.state,
+            built(&target, &events, account),
+            "{account}"
+        );
+    }
+    // Globex qualifies under the new version: one alert, made by the job.
+    let globex = api.store.alerts(&tenant(), "globex").await.unwrap();
+    assert_eq!(globex.len(), 1);
+    assert_eq!(globex[0].definition_version, version);
+    // Initech was alerted under V1: not again, whatever the new version says.
+    assert_eq!(
+        api.store.alerts(&tenant(), "initech").await.unwrap().len(),
+        1
+    );
+    assert!(api
+        .store
+        .alerts(&tenant(), "umbrella")
+        .await
+        .unwrap()
+        .is_empty());
+
+    // A finished job has nothing more to run, and running it again changes nothing.
+    assert_eq!(run_job(&api.store, 1).await, 0);
+    assert_eq!(
+        api.store.alerts(&tenant(), "globex").await.unwrap().len(),
+        1
+    );
+
+    // Rolling back starts a job back to V1; it never alerts globex a second time either.
+    let (status, rolled) = api
+        .call(
+            "POST",
+            "/v1/definitions/rollback",
+            Some(json!({"author": "ana"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{rolled}");
+    assert_eq!(rolled["reevaluation"]["action"], "rollback");
+    run_job(&api.store, 2).await;
+    let (_, back) = api.call("GET", "/v1/definitions/reevaluation", None).await;
+    assert_eq!(
+        (back["done"].as_u64(), back["qualified"].as_u64()),
+        (Some(3), Some(0)),
+        "{back}"
+    );
+    assert_eq!(
+        api.store.alerts(&tenant(), "globex").await.unwrap().len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn activation_rebuilds_untracked_state_from_raw_events() {
+    let api = Api::start().await;
+    let events = three_accounts(&api).await;
+    api.store.put_events(&tenant(), &events, 90).await.unwrap();
+    let version = api.push(NEW_MILESTONE).await;
+    let target = Definition::from_toml("reports.toml", NEW_MILESTONE).unwrap();
+    let (status, activated) = api
+        .call(
+            "POST",
+            &format!("/v1/definitions/{version}/activate"),
+            Some(json!({"author": "ana"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{activated}");
+    // Before the job reaches it, an event for umbrella arrives: the activation function
+    // restarts its state afresh under the new version (losing its history). Here: the same
+    // write, by hand.
+    let late = event(
+        "umbrella",
+        "umbrella-user",
+        "Report Viewed",
+        t0().plus_days(1.0),
+        "umbrella-late",
+    );
+    api.store
+        .put_events(&tenant(), std::slice::from_ref(&late), 90)
+        .await
+        .unwrap();
+    let current = api
+        .store
+        .load_record::<AccountRecord>(&tenant(), RecordKind::Account, "umbrella")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut fresh = AccountState::new(&target);
+    fresh.apply(&target, &late);
+    let reset: AccountRecord =
+        serde_json::from_value(json!({"state": fresh, "clock": late.timestamp})).unwrap();
+    api.store
+        .save_record(
+            &tenant(),
+            RecordKind::Account,
+            "umbrella",
+            &reset,
+            current.version,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+
+    run_job(&api.store, 2).await;
+    let (_, done) = api.call("GET", "/v1/definitions/reevaluation", None).await;
+    assert_eq!(done["state"], "finished", "{done}");
+    assert_eq!(
+        (done["rebuilt"].as_u64(), done["mapped"].as_u64()),
+        (Some(3), Some(0)),
+        "{done}"
+    );
+    let mut all = events.clone();
+    all.push(late);
+    for account in ["initech", "globex", "umbrella"] {
+        assert_eq!(
+            state_of(&api.store, account).await.state,
+            built(&target, &all, account),
+            "{account}: rebuilt from the raw events"
+        );
+    }
+    // Umbrella's history before the reset is back (its first event, the page view).
+    assert_eq!(
+        state_of(&api.store, "umbrella").await.state.first_seen,
+        Some(t0())
+    );
+    // Globex (created + reported) qualifies: one alert; initech qualifies too but was
+    // alerted under V1: no second alert. Umbrella has no project: no alert.
+    assert_eq!(done["qualified"], 1, "{done}");
+    assert_eq!(
+        api.store.alerts(&tenant(), "globex").await.unwrap().len(),
+        1
+    );
+    assert_eq!(
+        api.store.alerts(&tenant(), "initech").await.unwrap().len(),
+        1
+    );
+    assert!(api
+        .store
+        .alerts(&tenant(), "umbrella")
+        .await
+        .unwrap()
+        .is_empty());
+    // The item tells the qualify function which version the job wrote.
+    let item = api
+        .store
+        .client()
+        .get_item()
+        .table_name(&api.store.tables().state)
+        .key(
+            "pk",
+            AttributeValue::S(format!("{}#account#globex", tenant())),
+        )
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert_eq!(item["reevaluated_version"], item["version"]);
 }

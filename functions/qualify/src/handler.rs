@@ -11,7 +11,9 @@
 //!   record must not hold up the shard);
 //! * accounts of unknown tenants, and states that follow another definition version than the
 //!   tenant's active one (they are being rebuilt; the rebuilt record is observed);
-//! * versions already observed (a redelivered record): nothing new is created.
+//! * versions already observed (a redelivered record): nothing new is created;
+//! * the version a definition re-evaluation job wrote (`reevaluated_version`): the job
+//!   observes it ([`pql_store::reevaluation`]), so an account alerted before is not again.
 //!
 //! A failure to read or write the store stops the batch there and reports that record as the
 //! first failed item, so Lambda retries from it and nothing after it is observed out of order.
@@ -35,6 +37,9 @@ pub enum Skip {
     VersionUnchanged,
     Malformed(String),
     UnknownTenant,
+    /// Written by a re-evaluation job (the item's `reevaluated_version` is this version): the
+    /// job observes it itself, never alerting an account alerted before.
+    Reevaluated,
     /// The state follows another definition version than the tenant's active one.
     OtherDefinition {
         state: String,
@@ -160,6 +165,9 @@ impl Qualifier {
         let new_version = number(image, "version");
         if new_version.is_some() && number(&change.old_image, "version") == new_version {
             return Ok(RecordOutcome::Skipped(Skip::VersionUnchanged));
+        }
+        if new_version.is_some() && number(image, "reevaluated_version") == new_version {
+            return Ok(RecordOutcome::Skipped(Skip::Reevaluated));
         }
         let AccountImage {
             tenant,

@@ -6,6 +6,7 @@ use pql_engine::lifecycle::Stage;
 use pql_engine::{Definition, Lifecycle, Timestamp};
 use pql_qualify::DefinitionCache;
 use pql_store::alerts::{Observation, ObserveError, Observed};
+use pql_store::reevaluation::RebuildCache;
 use pql_store::sweep::{all_shards, next_due, DueAccount};
 use pql_store::{AccountRecord, RecordKind, Store, StoreError};
 use serde::Serialize;
@@ -15,6 +16,12 @@ pub const DEFAULT_PAGE_LIMIT: i32 = 25;
 
 /// Accounts visited at once.
 pub const CONCURRENCY: usize = 16;
+
+/// Account records a re-evaluation chunk reads, and chunks per tenant per sweep: at most
+/// 400 accounts re-evaluated per tenant a run (rebuilds replay the tenant's raw events once
+/// per run, shared by its chunks).
+pub const DEFAULT_REEVALUATION_CHUNK: i32 = 100;
+pub const REEVALUATION_CHUNKS_PER_RUN: usize = 4;
 
 /// What one sweep did (also the function's response, for the logs).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -30,6 +37,10 @@ pub struct SweepReport {
     pub settled: usize,
     /// Accounts that failed (they stay due and are retried by the next sweep).
     pub failed: usize,
+    /// Accounts visited by definition re-evaluation jobs ([`pql_store::reevaluation`]).
+    pub reevaluated: usize,
+    /// Of those, new qualifications (one alert each).
+    pub reevaluation_qualified: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +65,7 @@ pub struct Sweeper {
     store: Store,
     definitions: DefinitionCache,
     page_limit: i32,
+    reevaluation_chunk: i32,
 }
 
 /// Whether time can still change anything the lifecycle records. Not for a converted
@@ -75,6 +87,50 @@ impl Sweeper {
             store,
             definitions: DefinitionCache::default(),
             page_limit: DEFAULT_PAGE_LIMIT,
+            reevaluation_chunk: DEFAULT_REEVALUATION_CHUNK,
+        }
+    }
+
+    /// Account records per re-evaluation chunk.
+    pub fn with_reevaluation_chunk(mut self, chunk: i32) -> Self {
+        self.reevaluation_chunk = chunk.max(1);
+        self
+    }
+
+    /// Runs the next chunks of every unfinished re-evaluation job (bounded: see
+    /// [`REEVALUATION_CHUNKS_PER_RUN`]). Failures are logged; the job's cursor stays where it
+    /// was, so the next run resumes there.
+    pub async fn reevaluate(&self, now: Timestamp, report: &mut SweepReport) {
+        let tenants = match self.store.tenants_reevaluating().await {
+            Ok(tenants) => tenants,
+            Err(error) => {
+                tracing::error!(%error, "cannot list re-evaluation jobs; the next sweep retries");
+                return;
+            }
+        };
+        for tenant in tenants {
+            let mut cache = RebuildCache::default();
+            for _ in 0..REEVALUATION_CHUNKS_PER_RUN {
+                match self
+                    .store
+                    .reevaluate_chunk(&tenant, self.reevaluation_chunk, now, &mut cache)
+                    .await
+                {
+                    Ok(Some(chunk)) => {
+                        tracing::info!(%tenant, ?chunk, "re-evaluation chunk done");
+                        report.reevaluated += chunk.accounts;
+                        report.reevaluation_qualified += chunk.qualified;
+                        if chunk.finished || chunk.lost_race {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        tracing::error!(%tenant, %error, "re-evaluation chunk failed; the next sweep resumes it");
+                        break;
+                    }
+                }
+            }
         }
     }
 
@@ -147,6 +203,7 @@ impl Sweeper {
                 }
             }
         }
+        self.reevaluate(now, &mut report).await;
         tracing::info!(?report, "sweep done");
         Ok(report)
     }

@@ -98,6 +98,8 @@ async fn a_closing_window_is_seen_by_the_sweep_and_recorded_as_a_drop_out() {
             qualified: 0,
             settled: 1,
             failed: 0,
+            reevaluated: 0,
+            reevaluation_qualified: 0,
         }
     );
     let lifecycle = store
@@ -374,4 +376,77 @@ async fn each_sweep_takes_a_bounded_page_per_shard() {
     }
     assert_eq!(order, ids, "the longest overdue first");
     assert_eq!(sweeper.sweep(day(30.0)).await.unwrap().due, 0);
+}
+
+#[tokio::test]
+async fn the_sweep_runs_reevaluation_jobs_in_chunks_and_qualify_skips_their_writes() {
+    let never = test_definition("never");
+    let after = test_definition("after_cooldown");
+    let (store, _db) = fresh_store().await;
+    store.put_tenant(&tenant(), "wk", &never).await.unwrap();
+    let qualifier = Qualifier::new(store.clone());
+    let mut items = Vec::new();
+    for i in 0..5 {
+        let id = format!("r{i}");
+        let mut account = Account::new(&never, &id);
+        account.apply(
+            &never,
+            &[track(&id, "Dashboard Viewed", day(1.0), &format!("{id}-d"))],
+        );
+        account.save(&store).await;
+        items.push(account);
+    }
+    // The new version differs in the re-entry rule only: stored state is mapped.
+    store
+        .push_definition(&tenant(), &after, "ana", "re-entry", day(2.0))
+        .await
+        .unwrap();
+    let activated = store
+        .activate_definition(&tenant(), &after.version, "ana", day(2.0))
+        .await
+        .unwrap();
+    store
+        .start_reevaluation(
+            &tenant(),
+            &activated.active,
+            activated.previous.as_deref(),
+            "activate",
+            day(2.0),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.tenants_reevaluating().await.unwrap(), vec![tenant()]);
+
+    // Two accounts a chunk, four chunks a run: one sweep does it all.
+    let sweeper = Sweeper::new(store.clone()).with_reevaluation_chunk(2);
+    let report = sweeper.sweep(day(3.0)).await.unwrap();
+    assert_eq!(report.reevaluated, 5, "{report:?}");
+    let job = store.reevaluation(&tenant()).await.unwrap().unwrap().value;
+    assert!(job.finished(), "{job:?}");
+    assert_eq!((job.done, job.total, job.mapped, job.chunks), (5, 5, 5, 3));
+    assert!(store.tenants_reevaluating().await.unwrap().is_empty());
+    // Nothing left for the next sweep.
+    assert_eq!(sweeper.sweep(day(3.0)).await.unwrap().reevaluated, 0);
+
+    // The job's write reaches the qualify function: skipped (the job observed it itself).
+    let account = &mut items[0];
+    let stored = store
+        .client()
+        .get_item()
+        .table_name(&store.tables().state)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("acme#account#r0".into()),
+        )
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    let version: u64 = stored["version"].as_n().unwrap().parse().unwrap();
+    assert_eq!(version, account.version + 1);
+    let record = stream_record(account.item.take(), stored, version);
+    let outcome = qualifier.process(&record).await.unwrap();
+    assert_eq!(outcome, RecordOutcome::Skipped(Skip::Reevaluated));
 }

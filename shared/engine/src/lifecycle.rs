@@ -54,7 +54,7 @@ impl Stage {
     }
 
     /// Stages where usage alone still decides (sales has not been involved).
-    fn is_pre_sales(self) -> bool {
+    pub fn is_pre_sales(self) -> bool {
         matches!(
             self,
             Stage::SignedUp | Stage::Activated | Stage::Disqualified

@@ -18,6 +18,7 @@ pub mod deliveries;
 pub mod events;
 pub mod preview;
 pub mod records;
+pub mod reevaluation;
 pub mod sweep;
 pub mod template;
 pub mod tenants;

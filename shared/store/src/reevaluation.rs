@@ -1,0 +1,671 @@
+//! Re-evaluating existing accounts when a definition version is activated (or rolled back).
+//!
+//! Layout (tenants table, hash key `pk` only, so no change to the template):
+//!
+//! * `pk = "reevaluation#<tenant>"`: the tenant's latest job, `job` (JSON:
+//!   [`ReevaluationJob`]: target version, cursor, progress, started / updated / finished) and
+//!   `rev` for optimistic concurrency. A new activation replaces it (the older job's target
+//!   is no longer active; the new job visits every account again).
+//! * `pk = "reevaluations"`: `tenants`, a string set of the tenants with an unfinished job, so
+//!   the sweep finds work with one `GetItem` (no scan). Added to and removed from atomically.
+//!
+//! The sweep runs jobs in bounded chunks ([`Store::reevaluate_chunk`]): one page of the
+//! tenant's account records (the bounded admin scan of [`Store::scan_account_records`]),
+//! each account updated, then the cursor and counters saved conditionally on `rev`. A crash
+//! between the updates and the cursor re-runs the chunk, which is safe because each account
+//! update is idempotent and conditional on the record's version:
+//!
+//! * a state that tracks what the new version needs is mapped ([`pql_engine::StateMap`]);
+//! * otherwise, and for a state that already follows the new version (the activation function
+//!   restarts a state of another version afresh when an event arrives before the job reaches
+//!   it), the state is rebuilt from the tenant's stored raw events through the engine's
+//!   [`Ledger`] (the same `apply` as the pipeline) and merged in: hit sets are idempotent
+//!   sets, so merging what is already there changes nothing;
+//! * the record is written with the item attributes `reevaluation` (the job id) and
+//!   `reevaluated_version` (the version written): the qualify function skips exactly that
+//!   version on the stream, so the job alone decides what the change means;
+//! * an account that was ever alerted (`qualifications > 0`) or is past the pre-sales stages
+//!   is never observed by the job, so it is never alerted again; any other account is
+//!   observed like the sweep does ([`Store::observe_account`]): a qualification writes its
+//!   lifecycle and its one alert in one transaction.
+//!
+//! Raw events are kept for `EVENT_RETENTION_DAYS`: a rebuild sees only what is still stored.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::types::{AttributeValue, Select};
+use pql_engine::{AccountState, Definition, Ledger, StateMap, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::alerts::{Observation, Observed};
+use crate::events::decode_event;
+use crate::records::RecordKind;
+use crate::sweep::{due_attributes, next_due};
+use crate::tenants::TenantId;
+use crate::{AccountRecord, Store, StoreError, Versioned};
+
+/// The most raw events one rebuild reads for a tenant (they are replayed in memory).
+pub const MAX_REBUILD_EVENTS: usize = 500_000;
+/// How often an account whose record keeps changing under the job is retried in one chunk.
+const ACCOUNT_ATTEMPTS: u32 = 4;
+
+const REGISTRY_PK: &str = "reevaluations";
+
+fn job_pk(tenant: &TenantId) -> String {
+    format!("reevaluation#{tenant}")
+}
+
+/// A re-evaluation job and its progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReevaluationJob {
+    /// `<version>@<started, ms>`: also stamped on every record the job writes.
+    pub id: String,
+    pub version: String,
+    /// The version active before (`None`: none).
+    pub previous: Option<String>,
+    /// `activate` or `rollback`.
+    pub action: String,
+    pub started_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    /// Where the next chunk starts (`None` with `finished_at`: done).
+    pub cursor: Option<String>,
+    /// Account records at the start (a count; accounts created since are visited too).
+    pub total: u64,
+    /// Accounts visited so far.
+    pub done: u64,
+    /// Of those: state mapped from the stored state, rebuilt from raw events.
+    pub mapped: u64,
+    pub rebuilt: u64,
+    /// Already done by this job (a chunk run again).
+    pub already_done: u64,
+    /// New qualifications (one alert each).
+    pub qualified: u64,
+    /// Accounts alerted before (or past the pre-sales stages): never observed, never alerted.
+    pub not_alerted_again: u64,
+    /// Accounts that could not be updated (the next chunks go on; see `errors`).
+    pub failed: u64,
+    /// The latest errors (at most 20).
+    pub errors: Vec<String>,
+    pub chunks: u64,
+}
+
+impl ReevaluationJob {
+    pub fn finished(&self) -> bool {
+        self.finished_at.is_some()
+    }
+
+    fn error(&mut self, message: String) {
+        self.failed += 1;
+        if self.errors.len() >= 20 {
+            self.errors.remove(0);
+        }
+        self.errors.push(message);
+    }
+}
+
+/// What happened to one account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountOutcome {
+    AlreadyDone,
+    Mapped { qualified: bool, observed: bool },
+    Rebuilt { qualified: bool, observed: bool },
+}
+
+/// What one chunk did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ChunkReport {
+    pub accounts: usize,
+    pub qualified: usize,
+    pub finished: bool,
+    /// Another runner saved the job first: this chunk's cursor was not saved (its account
+    /// updates were idempotent, so nothing is lost).
+    pub lost_race: bool,
+}
+
+/// Account states rebuilt from the tenant's raw events, for one target version; built at
+/// most once per runner and reused by its chunks.
+#[derive(Debug, Default)]
+pub struct RebuildCache {
+    key: Option<(String, String)>,
+    states: HashMap<String, (AccountState, Timestamp)>,
+}
+
+/// Replays events through the engine's ledger: each account's state and event clock.
+pub fn rebuild_states(
+    definition: &Definition,
+    events: &mut [pql_engine::Event],
+) -> HashMap<String, (AccountState, Timestamp)> {
+    // Order does not change the state; event time order keeps the ledger's clocks simple.
+    events.sort_by(|a, b| {
+        (a.timestamp, a.message_id.as_str()).cmp(&(b.timestamp, b.message_id.as_str()))
+    });
+    let mut ledger = Ledger::new(definition);
+    for event in events.iter() {
+        ledger.ingest(event);
+    }
+    ledger
+        .accounts()
+        .map(|(id, entry)| (id.to_owned(), (entry.state.clone(), entry.clock)))
+        .collect()
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+impl Store {
+    /// Starts re-evaluating the tenant's accounts under `version` (replacing any earlier job).
+    pub async fn start_reevaluation(
+        &self,
+        tenant: &TenantId,
+        version: &str,
+        previous: Option<&str>,
+        action: &str,
+        now: Timestamp,
+    ) -> Result<ReevaluationJob, StoreError> {
+        let total = self.count_account_records(tenant).await?;
+        let job = ReevaluationJob {
+            id: format!("{version}@{}", now.millis()),
+            version: version.to_owned(),
+            previous: previous.map(str::to_owned),
+            action: action.to_owned(),
+            started_at: now,
+            updated_at: now,
+            finished_at: None,
+            cursor: None,
+            total,
+            done: 0,
+            mapped: 0,
+            rebuilt: 0,
+            already_done: 0,
+            qualified: 0,
+            not_alerted_again: 0,
+            failed: 0,
+            errors: Vec::new(),
+            chunks: 0,
+        };
+        let table = &self.tables.tenants;
+        // Unconditional: the newest activation wins; its `rev` restarts, and a runner of
+        // the replaced job fails its conditional save (its target is no longer active).
+        self.client
+            .put_item()
+            .table_name(table)
+            .item("pk", s(job_pk(tenant)))
+            .item("tenant_id", s(tenant.as_str()))
+            .item(
+                "job",
+                s(serde_json::to_string(&job).expect("a job serialises")),
+            )
+            .item("job_id", s(&job.id))
+            .item("rev", AttributeValue::N("1".into()))
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("PutItem", table, e))?;
+        self.client
+            .update_item()
+            .table_name(table)
+            .key("pk", s(REGISTRY_PK))
+            .update_expression("ADD tenants :t")
+            .expression_attribute_values(":t", AttributeValue::Ss(vec![tenant.to_string()]))
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("UpdateItem", table, e))?;
+        Ok(job)
+    }
+
+    /// The tenant's latest job and its `rev` (`None`: none ever started).
+    pub async fn reevaluation(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<Versioned<ReevaluationJob>>, StoreError> {
+        let table = &self.tables.tenants;
+        let pk = job_pk(tenant);
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .key("pk", s(&pk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem", table, e))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let corrupt = |reason: String| StoreError::Corrupt {
+            table: table.clone(),
+            key: pk.clone(),
+            reason,
+        };
+        let job = item
+            .get("job")
+            .and_then(|v| v.as_s().ok())
+            .ok_or_else(|| corrupt("no `job`".into()))?;
+        let value = serde_json::from_str(job).map_err(|e| corrupt(format!("`job`: {e}")))?;
+        let version = item
+            .get("rev")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| corrupt("no `rev`".into()))?;
+        Ok(Some(Versioned { value, version }))
+    }
+
+    /// Tenants with an unfinished job.
+    pub async fn tenants_reevaluating(&self) -> Result<Vec<TenantId>, StoreError> {
+        let table = &self.tables.tenants;
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .key("pk", s(REGISTRY_PK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem", table, e))?;
+        let mut tenants: Vec<TenantId> = out
+            .item
+            .as_ref()
+            .and_then(|i| i.get("tenants"))
+            .and_then(|v| v.as_ss().ok())
+            .into_iter()
+            .flatten()
+            .filter_map(|t| TenantId::parse(t).ok())
+            .collect();
+        tenants.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        Ok(tenants)
+    }
+
+    /// Saves the job if it is still at `rev` and still the tenant's job. `false`: someone
+    /// else saved it (or a newer job replaced it).
+    async fn save_reevaluation(
+        &self,
+        tenant: &TenantId,
+        job: &ReevaluationJob,
+        rev: u64,
+    ) -> Result<bool, StoreError> {
+        let table = &self.tables.tenants;
+        let result = self
+            .client
+            .put_item()
+            .table_name(table)
+            .item("pk", s(job_pk(tenant)))
+            .item("tenant_id", s(tenant.as_str()))
+            .item(
+                "job",
+                s(serde_json::to_string(job).expect("a job serialises")),
+            )
+            .item("job_id", s(&job.id))
+            .item("rev", AttributeValue::N((rev + 1).to_string()))
+            .condition_expression("rev = :rev AND job_id = :id")
+            .expression_attribute_values(":rev", AttributeValue::N(rev.to_string()))
+            .expression_attribute_values(":id", s(&job.id))
+            .send()
+            .await;
+        match result {
+            Ok(_) => {}
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                return Ok(false)
+            }
+            Err(e) => return Err(StoreError::dynamo("PutItem", table, e)),
+        }
+        if job.finished() {
+            self.client
+                .update_item()
+                .table_name(table)
+                .key("pk", s(REGISTRY_PK))
+                .update_expression("DELETE tenants :t")
+                .expression_attribute_values(":t", AttributeValue::Ss(vec![tenant.to_string()]))
+                .send()
+                .await
+                .map_err(|e| StoreError::dynamo("UpdateItem", table, e))?;
+        }
+        Ok(true)
+    }
+
+    async fn count_account_records(&self, tenant: &TenantId) -> Result<u64, StoreError> {
+        let table = &self.tables.state;
+        let mut start = None;
+        let mut count = 0u64;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(table)
+                .select(Select::Count)
+                .filter_expression("tenant = :t AND kind = :k")
+                .expression_attribute_values(":t", s(tenant.as_str()))
+                .expression_attribute_values(":k", s("account"))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| StoreError::dynamo("Scan", table, e))?;
+            count += out.count() as u64;
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(count);
+            }
+        }
+    }
+
+    /// The tenant's raw events still stored (bounded by [`MAX_REBUILD_EVENTS`]).
+    pub async fn tenant_events(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Result<Vec<pql_engine::Event>, String>, StoreError> {
+        let table = &self.tables.events;
+        let mut start = None;
+        let mut events = Vec::new();
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(table)
+                .filter_expression("tenant = :t")
+                .expression_attribute_values(":t", s(tenant.as_str()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| StoreError::dynamo("Scan", table, e))?;
+            for item in out.items() {
+                let pk = item.get("pk").and_then(|v| v.as_s().ok()).cloned();
+                let body = item
+                    .get("event")
+                    .and_then(|v| v.as_s().ok())
+                    .ok_or_else(|| StoreError::Corrupt {
+                        table: table.clone(),
+                        key: pk.clone().unwrap_or_default(),
+                        reason: "no `event`".into(),
+                    })?;
+                events.push(decode_event(body).map_err(|reason| StoreError::Corrupt {
+                    table: table.clone(),
+                    key: pk.unwrap_or_default(),
+                    reason,
+                })?);
+            }
+            if events.len() > MAX_REBUILD_EVENTS {
+                return Ok(Err(format!(
+                    "the tenant has more than {MAX_REBUILD_EVENTS} stored raw events: too many to rebuild state in one run"
+                )));
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(Ok(events));
+            }
+        }
+    }
+
+    /// Runs the next chunk of the tenant's job: at most `chunk` account records. Returns
+    /// `None` when there is no unfinished job.
+    pub async fn reevaluate_chunk(
+        &self,
+        tenant: &TenantId,
+        chunk: i32,
+        now: Timestamp,
+        cache: &mut RebuildCache,
+    ) -> Result<Option<ChunkReport>, StoreError> {
+        let Some(Versioned {
+            value: mut job,
+            version: rev,
+        }) = self.reevaluation(tenant).await?
+        else {
+            return Ok(None);
+        };
+        if job.finished() {
+            return Ok(None);
+        }
+        let mut report = ChunkReport::default();
+        let target = match self.definition_version(tenant, &job.version).await? {
+            Some(stored) => stored.definition,
+            None => {
+                job.error(format!(
+                    "version `{}` is not stored: the job stops",
+                    job.version
+                ));
+                job.finished_at = Some(now);
+                job.updated_at = now;
+                report.finished = true;
+                report.lost_race = !self.save_reevaluation(tenant, &job, rev).await?;
+                return Ok(Some(report));
+            }
+        };
+        let page = match self
+            .scan_account_records(tenant, job.cursor.as_deref(), chunk)
+            .await?
+        {
+            Ok(page) => page,
+            Err(bad) => {
+                job.error(format!(
+                    "stored cursor: {bad}; the job restarts from the beginning"
+                ));
+                job.cursor = None;
+                job.updated_at = now;
+                report.lost_race = !self.save_reevaluation(tenant, &job, rev).await?;
+                return Ok(Some(report));
+            }
+        };
+        let mut maps: HashMap<String, Option<StateMap>> = HashMap::new();
+        for item in &page.items {
+            let outcome = self
+                .reevaluate_account(
+                    tenant,
+                    &job.id,
+                    &target,
+                    &item.account,
+                    now,
+                    cache,
+                    &mut maps,
+                )
+                .await;
+            report.accounts += 1;
+            job.done += 1;
+            match outcome {
+                Ok(AccountOutcome::AlreadyDone) => job.already_done += 1,
+                Ok(AccountOutcome::Mapped {
+                    qualified,
+                    observed,
+                })
+                | Ok(AccountOutcome::Rebuilt {
+                    qualified,
+                    observed,
+                }) => {
+                    if matches!(outcome, Ok(AccountOutcome::Mapped { .. })) {
+                        job.mapped += 1;
+                    } else {
+                        job.rebuilt += 1;
+                    }
+                    if qualified {
+                        job.qualified += 1;
+                        report.qualified += 1;
+                    }
+                    if !observed {
+                        job.not_alerted_again += 1;
+                    }
+                }
+                Err(e) => job.error(format!("account `{}`: {e}", item.account)),
+            }
+        }
+        job.cursor = page.next;
+        job.chunks += 1;
+        job.updated_at = now;
+        if job.cursor.is_none() {
+            job.finished_at = Some(now);
+            report.finished = true;
+        }
+        report.lost_race = !self.save_reevaluation(tenant, &job, rev).await?;
+        Ok(Some(report))
+    }
+
+    /// Re-evaluates one account under `target` for job `job_id` (idempotent).
+    #[allow(clippy::too_many_arguments)]
+    async fn reevaluate_account(
+        &self,
+        tenant: &TenantId,
+        job_id: &str,
+        target: &Definition,
+        account: &str,
+        now: Timestamp,
+        cache: &mut RebuildCache,
+        maps: &mut HashMap<String, Option<StateMap>>,
+    ) -> Result<AccountOutcome, String> {
+        for _ in 0..ACCOUNT_ATTEMPTS {
+            let (record, version, done_by) = self
+                .load_account_for_job(tenant, account)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("the record was deleted")?;
+            if done_by.as_deref() == Some(job_id) {
+                return Ok(AccountOutcome::AlreadyDone);
+            }
+            let from = record.state.definition_version.clone();
+            let map = if record.state.follows(target) {
+                None
+            } else {
+                if !maps.contains_key(&from) {
+                    let map = match self
+                        .definition_version(tenant, &from)
+                        .await
+                        .map_err(|e| e.to_string())?
+                    {
+                        Some(stored) => StateMap::between(&stored.definition, target).ok(),
+                        None => None,
+                    };
+                    maps.insert(from.clone(), map);
+                }
+                maps[&from].clone()
+            };
+            let (state, clock, rebuilt) = match map.and_then(|m| m.map(target, &record.state)) {
+                Some(state) => (state, record.clock, false),
+                None => {
+                    let (mut rebuilt, rebuilt_clock) =
+                        self.rebuilt_state(tenant, target, account, cache).await?;
+                    let mut clock = rebuilt_clock;
+                    if record.state.follows(target) {
+                        // Events applied since the activation: already in the rebuild if
+                        // still stored; merged in case they are not.
+                        rebuilt.merge(target, &record.state);
+                        clock = clock.max(record.clock);
+                    }
+                    (rebuilt, clock, true)
+                }
+            };
+            let new = AccountRecord {
+                state,
+                clock,
+                points: Vec::new(),
+            };
+            let at = now.max(clock);
+            let mut extra = due_attributes(tenant, account, next_due(target, &new.state, at));
+            extra.push(("reevaluation".into(), s(job_id)));
+            extra.push((
+                "reevaluated_version".into(),
+                AttributeValue::N((version + 1).to_string()),
+            ));
+            let saved = self
+                .save_record_with(tenant, RecordKind::Account, account, &new, version, extra)
+                .await
+                .map_err(|e| e.to_string())?;
+            if saved.is_err() {
+                continue; // The record changed since it was read: again, from the new one.
+            }
+            let lifecycle = self
+                .load_lifecycle(tenant, account)
+                .await
+                .map_err(|e| e.to_string())?;
+            let life = &lifecycle.value.lifecycle;
+            // Never a second alert: an account alerted before, or already with sales, is
+            // left to the pipeline's own rules.
+            let observed = life.qualifications == 0 && life.stage.is_pre_sales();
+            let mut qualified = false;
+            if observed {
+                let outcome = self
+                    .observe_account(target, tenant, account, &new, Observation::sweep(at))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                qualified = matches!(outcome, Observed::Qualified(_));
+            }
+            return Ok(if rebuilt {
+                AccountOutcome::Rebuilt {
+                    qualified,
+                    observed,
+                }
+            } else {
+                AccountOutcome::Mapped {
+                    qualified,
+                    observed,
+                }
+            });
+        }
+        Err(format!(
+            "the record kept changing: gave up after {ACCOUNT_ATTEMPTS} attempts (the next job run retries it)"
+        ))
+    }
+
+    async fn rebuilt_state(
+        &self,
+        tenant: &TenantId,
+        target: &Definition,
+        account: &str,
+        cache: &mut RebuildCache,
+    ) -> Result<(AccountState, Timestamp), String> {
+        let key = (tenant.to_string(), target.version.clone());
+        if cache.key.as_ref() != Some(&key) {
+            let mut events = self
+                .tenant_events(tenant)
+                .await
+                .map_err(|e| e.to_string())??;
+            cache.states = rebuild_states(target, &mut events);
+            cache.key = Some(key);
+        }
+        Ok(cache
+            .states
+            .get(account)
+            .cloned()
+            .unwrap_or_else(|| (AccountState::new(target), Timestamp::MIN)))
+    }
+
+    /// The account record, its version and the job that last re-evaluated it (the item's
+    /// `reevaluation` attribute; gone once another writer puts the item).
+    async fn load_account_for_job(
+        &self,
+        tenant: &TenantId,
+        account: &str,
+    ) -> Result<Option<(AccountRecord, u64, Option<String>)>, StoreError> {
+        let table = &self.tables.state;
+        let pk = crate::records::record_pk(tenant, RecordKind::Account, account);
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .key("pk", s(&pk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem", table, e))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let corrupt = |reason: String| StoreError::Corrupt {
+            table: table.clone(),
+            key: pk.clone(),
+            reason,
+        };
+        let version = item
+            .get("version")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| corrupt("no version".into()))?;
+        let body = item
+            .get("body")
+            .and_then(|v| v.as_b().ok())
+            .ok_or_else(|| corrupt("no body".into()))?;
+        let record = crate::records::decode_body(body.as_ref()).map_err(corrupt)?;
+        let job = item
+            .get("reevaluation")
+            .and_then(|v| v.as_s().ok())
+            .cloned();
+        Ok(Some((record, version, job)))
+    }
+}
