@@ -633,11 +633,10 @@ async fn the_live_pipeline_agrees_with_the_backtest_engine() {
 
 /// A retry of a call whose timestamp was corrected differently (the device clock changed
 /// between the two sends): the same `messageId` with an earlier time. The engine keeps the
-/// best (earliest) copy, so `pql backtest` counts the project at 09:59; ingest deduplicates by
-/// `messageId` before the engine sees the copy, so the pipeline keeps the first one received
-/// (10:20), and the two disagree on when the milestone was met.
+/// best (earliest) copy, so `pql backtest` counts the project at 09:59; ingest replaces the
+/// stored copy with the earlier one and activation applies the stream's MODIFY, so the
+/// pipeline agrees.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known divergence: ingest keeps the first copy of a messageId, the engine the earliest"]
 async fn a_retry_with_a_recorrected_timestamp_is_kept_as_the_backtest_keeps_it() {
     let app = spawn_app().await;
     let a = Some(ACME);

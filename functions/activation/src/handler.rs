@@ -92,7 +92,7 @@ pub struct BatchReport {
     pub response: DynamoDbEventResponse,
     /// Per tenant id.
     pub usage: BTreeMap<String, Usage>,
-    /// Records that were not INSERTs (TTL deletions): nothing to do.
+    /// Records that were neither INSERTs nor MODIFYs (TTL deletions): nothing to do.
     pub ignored: u64,
     /// The sequence number of the record that failed, if one did.
     pub failed: Option<String>,
@@ -168,7 +168,7 @@ impl Activation {
             );
         }
         if report.ignored > 0 {
-            tracing::debug!(ignored = report.ignored, "non-INSERT records ignored");
+            tracing::debug!(ignored = report.ignored, "REMOVE records ignored");
         }
         report.response
     }
@@ -183,7 +183,8 @@ impl Activation {
         let mut batch = Vec::new();
         let mut cut = None;
         for record in &event.records {
-            if record.event_name != "INSERT" {
+            // MODIFY: an earlier copy of a stored event replaced it (see pql_store::events).
+            if record.event_name != "INSERT" && record.event_name != "MODIFY" {
                 report.ignored += 1;
                 continue;
             }

@@ -151,6 +151,7 @@ impl<S: EventSink> App<S> {
                         accepted = ingested.accepted(),
                         stored = ingested.stored,
                         duplicates = ingested.duplicates,
+                        corrected = ingested.corrected,
                         rejected = ingested.rejected.len(),
                         elapsed_us = started.elapsed().as_micros() as u64,
                         "ingested"
@@ -215,6 +216,7 @@ impl<S: EventSink> App<S> {
                 match outcome {
                     PutOutcome::Stored => ingested.stored += 1,
                     PutOutcome::Duplicate => ingested.duplicates += 1,
+                    PutOutcome::Corrected => ingested.corrected += 1,
                 }
             }
         }

@@ -172,12 +172,15 @@ pub struct Ingested {
     /// Calls whose messageId the tenant already had (stored by an earlier request or earlier
     /// in this one): accepted, nothing written.
     pub duplicates: usize,
+    /// Calls whose messageId the tenant had with a later time: this earlier copy replaced it
+    /// (a retry whose corrected timestamp changed).
+    pub corrected: usize,
     pub rejected: Vec<Rejected>,
 }
 
 impl Ingested {
     pub fn accepted(&self) -> usize {
-        self.stored + self.duplicates
+        self.stored + self.duplicates + self.corrected
     }
 
     pub fn into_response(self) -> Response<Body> {
@@ -239,6 +242,7 @@ mod tests {
         let response = Ingested {
             stored: 2,
             duplicates: 1,
+            corrected: 0,
             rejected: vec![],
         }
         .into_response();
@@ -252,6 +256,7 @@ mod tests {
         let response = Ingested {
             stored: 2,
             duplicates: 1,
+            corrected: 0,
             rejected: vec![Rejected {
                 index: 1,
                 error: EventError::MissingIdentity,

@@ -515,13 +515,12 @@ mod tests {
     }
 
     #[test]
-    fn activation_gets_inserts_only() {
+    fn activation_gets_new_and_corrected_events_not_expiries() {
         let activation = template_mapping("ActivationFunction");
         let keys = json!({"pk": {"S": "t#m"}});
-        assert!(passes(
-            &activation,
-            &record("INSERT", keys.clone(), json!({}))
-        ));
-        assert!(!passes(&activation, &record("MODIFY", keys, json!({}))));
+        for (event_name, passed) in [("INSERT", true), ("MODIFY", true), ("REMOVE", false)] {
+            let record = record(event_name, keys.clone(), json!({}));
+            assert_eq!(passes(&activation, &record), passed, "{event_name}");
+        }
     }
 }

@@ -1,10 +1,15 @@
 //! Raw events. One item per (tenant, messageId), written with a conditional put: the write
 //! that stores an event is also the one that deduplicates it, for as long as the event is kept
 //! (its TTL, 90 days by default), which is far longer than any client retries.
+//!
+//! A copy of a stored event wins only when its (clock-skew corrected) time is earlier: a retry
+//! whose device clock changed between sends. The engine keeps the earliest copy of a
+//! messageId, so the pipeline must see that copy too; it replaces the item, and the stream's
+//! `MODIFY` takes it to the activation function.
 
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity, ReturnValue};
 use futures::stream::{FuturesUnordered, StreamExt};
 use pql_engine::time::MS_PER_SECOND;
 use pql_engine::{Event, Timestamp};
@@ -20,6 +25,8 @@ pub enum PutOutcome {
     Stored,
     /// An event with this messageId was already stored for the tenant: nothing was written.
     Duplicate,
+    /// A copy with this messageId was stored with a later time: this earlier one replaced it.
+    Corrected,
 }
 
 /// The stored form of one event: the engine's parsed event, as JSON.
@@ -53,17 +60,35 @@ impl Store {
             .item("tenant", AttributeValue::S(tenant.to_string()))
             .item("event", AttributeValue::S(body))
             .item("expires_at", AttributeValue::N(expires_at.to_string()))
-            .condition_expression("attribute_not_exists(pk)")
+            .item(
+                "at",
+                AttributeValue::N(event.timestamp.millis().to_string()),
+            )
+            // Items written before `at` existed compare false: their copies stay duplicates.
+            .condition_expression("attribute_not_exists(pk) OR #at > :at")
+            .expression_attribute_names("#at", "at")
+            .expression_attribute_values(
+                ":at",
+                AttributeValue::N(event.timestamp.millis().to_string()),
+            )
+            // The old item comes back only when one was replaced (no extra write units).
+            .return_values(ReturnValue::AllOld)
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
         match result {
-            Ok(out) => Ok((
-                PutOutcome::Stored,
-                out.consumed_capacity()
+            Ok(out) => {
+                let outcome = if out.attributes().is_some_and(|old| !old.is_empty()) {
+                    PutOutcome::Corrected
+                } else {
+                    PutOutcome::Stored
+                };
+                let units = out
+                    .consumed_capacity()
                     .and_then(|c| c.capacity_units())
-                    .unwrap_or(0.0),
-            )),
+                    .unwrap_or(0.0);
+                Ok((outcome, units))
+            }
             Err(SdkError::ServiceError(e))
                 if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) =>
             {

@@ -551,12 +551,12 @@ mod tests {
     }
 
     #[test]
-    fn activation_gets_inserts_only() {
+    fn activation_gets_new_and_corrected_events_not_expiries() {
         let m = mapping("ActivationFunction");
         let keys = json!({"pk": {"S": "t#m1"}});
         assert!(m.accepts(&record("INSERT", keys.clone(), json!({}))));
-        assert!(!m.accepts(&record("REMOVE", keys.clone(), json!(null))));
-        assert!(!m.accepts(&record("MODIFY", keys, json!({}))));
+        assert!(m.accepts(&record("MODIFY", keys.clone(), json!({}))));
+        assert!(!m.accepts(&record("REMOVE", keys, json!(null))));
     }
 
     #[test]

@@ -174,6 +174,29 @@ async fn an_event_is_stored_once_per_tenant_and_message_id() {
         .await
         .unwrap();
     assert!(outcomes.iter().all(|(o, _)| *o == PutOutcome::Duplicate));
+
+    // A retry whose corrected time is later stays a duplicate; an earlier one replaces the
+    // stored copy (the engine keeps the earliest copy of a messageId), once.
+    let at = |time: &str| {
+        let raw = format!(
+            r#"{{"type":"track","event":"Project Created","userId":"u1","messageId":"m-1","timestamp":"{time}"}}"#
+        );
+        parse_call(raw.as_bytes(), None, None).unwrap()
+    };
+    let later = at("2026-01-05T10:30:00Z");
+    let earlier = at("2026-01-05T09:59:00Z");
+    assert_eq!(
+        store.put_event(&acme, &later, 90).await.unwrap().0,
+        PutOutcome::Duplicate
+    );
+    assert_eq!(
+        store.put_event(&acme, &earlier, 90).await.unwrap().0,
+        PutOutcome::Corrected
+    );
+    assert_eq!(
+        store.put_event(&acme, &earlier, 90).await.unwrap().0,
+        PutOutcome::Duplicate
+    );
 }
 
 #[tokio::test]
