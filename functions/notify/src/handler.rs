@@ -124,6 +124,36 @@ impl NotifyHandler {
         response
     }
 
+    /// One invocation, whatever its source: the alerts stream's batch, or the daily
+    /// schedule's `{"pql": "warm-digest"}` (EventBridge), which sends the warm digests.
+    pub async fn invoke(&self, payload: serde_json::Value) -> Result<serde_json::Value, String> {
+        if payload.get("pql").and_then(|v| v.as_str()) == Some("warm-digest") {
+            let today = chrono::Utc::now().date_naive();
+            // A store failure fails the invocation: EventBridge invokes again, and digests
+            // already sent are not sent twice (claim, send, mark).
+            let outcomes = self
+                .notifier
+                .send_digests(today)
+                .await
+                .map_err(|e| format!("warm digests: {e}"))?;
+            let digests: Vec<serde_json::Value> = outcomes
+                .iter()
+                .map(|(id, outcome)| serde_json::json!({"digest": id, "outcome": format!("{outcome:?}")}))
+                .collect();
+            return Ok(serde_json::json!({ "digests": digests }));
+        }
+        if payload.get("Records").is_none() {
+            return Err(format!(
+                "unknown invocation (expected a DynamoDB stream batch with `Records`, or {{\"pql\": \"warm-digest\"}}): keys {:?}",
+                payload.as_object().map(|o| o.keys().collect::<Vec<_>>()).unwrap_or_default()
+            ));
+        }
+        let event: Event = serde_json::from_value(payload)
+            .map_err(|e| format!("not a DynamoDB stream batch: {e}"))?;
+        let response = self.handle(event).await;
+        serde_json::to_value(response).map_err(|e| e.to_string())
+    }
+
     /// Handles one stream record.
     pub async fn process(&self, record: &EventRecord) -> Result<RecordOutcome, NotifyError> {
         let alert = match read_alert(record) {

@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use aws_lambda_events::event::dynamodb::Event;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use pql_notify::channels::SesMailer;
 use pql_notify::secrets::{SecretDefaults, Secrets, SecretsManagerSecrets, SsmParameters};
@@ -32,9 +31,10 @@ async fn main() -> Result<(), Error> {
     let notifier = Notifier::new(store, mailer).with_secrets(Arc::new(secrets));
     let handler = Arc::new(NotifyHandler::new(Arc::new(notifier)));
 
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Event>| {
+    // The alerts stream's batches, and the daily warm digest schedule.
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
         let handler = handler.clone();
-        async move { Ok::<_, Error>(handler.handle(event.payload).await) }
+        async move { handler.invoke(event.payload).await.map_err(Error::from) }
     }))
     .await
 }

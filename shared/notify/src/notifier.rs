@@ -7,12 +7,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pql_store::alerts::Alert;
-use pql_store::deliveries::{Claim, Delivery, DeliveryKey, DeliveryState, Finish};
+use pql_store::deliveries::{Claim, Delivery, DeliveryKey, DeliveryState, Finish, WarmDigest};
 use pql_store::tenants::TenantId;
 use pql_store::{AccountRecord, RecordKind, Store, StoreError};
+use sha2::Digest as _;
 
 use crate::channels::{post, Attempt, Email, Mailer};
-use crate::render::{email, slack_message, webhook_payload, AlertContext};
+use crate::render::{
+    digest_email, digest_slack, digest_webhook, email, slack_message, webhook_payload,
+    AlertContext, DigestEntry, EmailContent,
+};
 use crate::retry::RetryPolicy;
 use crate::secrets::{SecretError, SecretRef, Secrets};
 use crate::settings::{Channel, Destination, Settings, WarmMode};
@@ -243,6 +247,10 @@ impl Notifier {
                 route.name
             ));
         }
+        // Warm on a digest route: queued for the day's digest instead of sent.
+        let digest_day =
+            (reason.is_none() && context.tier == "warm" && route.warm == WarmMode::Digest)
+                .then(today);
         let history = if settings.cooldown_days > 0.0 {
             self.store
                 .account_deliveries(&tenant, &alert.account)
@@ -262,10 +270,15 @@ impl Notifier {
                 .clone()
                 .or_else(|| repeat_of(&history, &key, &context.tier, settings.cooldown_days));
             let context = &context;
+            let digest_day = digest_day.as_deref();
             async move {
-                let outcome = self
-                    .deliver_to(destination, &key, context, reason.as_deref())
-                    .await?;
+                let outcome = match (digest_day, &reason) {
+                    (Some(day), None) => self.queue_digest(destination, &key, context, day).await?,
+                    _ => {
+                        self.deliver_to(destination, &key, context, reason.as_deref())
+                            .await?
+                    }
+                };
                 log_outcome(&key, destination, &outcome);
                 Ok::<_, NotifyError>((id.clone(), outcome))
             }
@@ -357,16 +370,36 @@ impl Notifier {
                 .into_bytes(),
             Channel::Email { .. } => Vec::new(),
         };
-        // No `from`: the deployment's sender; neither is a permanent failure of this send.
-        let mail = match &destination.channel {
+        let mail = self.mail(destination, recipients, &idempotency_key, || email(context));
+        self.send_loop(
+            destination,
+            &key.id(),
+            idempotency_key,
+            body,
+            mail,
+            deadline,
+        )
+        .await
+    }
+
+    /// The e-mail to send, if the destination is an e-mail one. No `from`: the deployment's
+    /// sender; neither is a permanent failure of this send.
+    fn mail(
+        &self,
+        destination: &Destination,
+        recipients: &[String],
+        idempotency_key: &str,
+        content: impl FnOnce() -> EmailContent,
+    ) -> Option<Result<Email, String>> {
+        match &destination.channel {
             Channel::Email { from, .. } => Some(
                 from.clone()
                     .or_else(|| self.secrets.defaults().email_from.clone())
                     .map(|from| Email {
                         from,
                         to: recipients.to_vec(),
-                        content: email(context),
-                        idempotency_key: idempotency_key.clone(),
+                        content: content(),
+                        idempotency_key: idempotency_key.to_owned(),
                     })
                     .ok_or_else(|| {
                         format!(
@@ -376,7 +409,19 @@ impl Notifier {
                     }),
             ),
             _ => None,
-        };
+        }
+    }
+
+    /// Sends one message to a destination with the retry policy until `deadline`.
+    async fn send_loop(
+        &self,
+        destination: &Destination,
+        log_id: &str,
+        idempotency_key: String,
+        body: Vec<u8>,
+        mail: Option<Result<Email, String>>,
+        deadline: Instant,
+    ) -> Finish {
         let interval = Duration::from_millis(destination.min_interval_ms);
         let mut failures = 0u32;
         let mut rate_limited = 0u32;
@@ -491,7 +536,7 @@ impl Notifier {
                 };
             }
             tracing::info!(
-                delivery = key.id(),
+                delivery = log_id,
                 attempts,
                 wait_ms = wait.as_millis() as u64,
                 error,
@@ -499,6 +544,189 @@ impl Notifier {
             );
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// Queues a warm alert into the destination's digest of `day` (a later day if that one
+    /// is already being sent) and records the delivery as not sent, with the day. An alert
+    /// already recorded (a redelivery) is not queued again.
+    async fn queue_digest(
+        &self,
+        destination: &Destination,
+        key: &DeliveryKey,
+        context: &AlertContext,
+        day: &str,
+    ) -> Result<Outcome, NotifyError> {
+        if let Some(done) = self.store.delivery(key).await? {
+            return Ok(Outcome::AlreadyDone(done.state));
+        }
+        let entry = serde_json::to_string(&DigestEntry::from_context(context))
+            .expect("digest entries serialise");
+        let mut day = day.to_owned();
+        while !self
+            .store
+            .queue_for_digest(
+                &key.tenant,
+                &day,
+                &destination.id,
+                &key.account,
+                key.sequence,
+                &entry,
+            )
+            .await?
+        {
+            day = next_day(&day);
+        }
+        let reason = format!("queued for the warm digest of {day}");
+        if self
+            .store
+            .suppress_delivery(key, &context.tier, &reason)
+            .await?
+        {
+            return Ok(Outcome::Suppressed(reason));
+        }
+        Ok(match self.store.delivery(key).await? {
+            Some(d) => Outcome::AlreadyDone(d.state),
+            None => Outcome::Suppressed(reason),
+        })
+    }
+
+    /// The daily run: sends every destination's warm digest of the 7 days before `today`
+    /// not sent yet (a missed run is caught up), each exactly once (claim, send, mark).
+    pub async fn send_digests(
+        &self,
+        today: chrono::NaiveDate,
+    ) -> Result<Vec<(String, Outcome)>, NotifyError> {
+        let mut outcomes = Vec::new();
+        for back in (1..=7).rev() {
+            let day = (today - chrono::Days::new(back))
+                .format("%Y-%m-%d")
+                .to_string();
+            for (tenant, destination) in self.store.digest_index(&day).await? {
+                let outcome = self.send_digest(&tenant, &day, &destination).await?;
+                let id = format!("{tenant}/{day}/{destination}");
+                log_digest(&id, &outcome);
+                outcomes.push((id, outcome));
+            }
+        }
+        Ok(outcomes)
+    }
+
+    async fn send_digest(
+        &self,
+        tenant: &TenantId,
+        day: &str,
+        destination_id: &str,
+    ) -> Result<Outcome, NotifyError> {
+        let owner = claim_token();
+        let claimed_at = Instant::now();
+        let lease_ms = self.lease.as_millis() as i64;
+        let Some(digest) = self
+            .store
+            .claim_digest(tenant, day, destination_id, &owner, now_ms(), lease_ms)
+            .await?
+        else {
+            return Ok(
+                match self.store.digest(tenant, day, destination_id).await? {
+                    Some(d) if d.state == "claimed" => Outcome::InFlight,
+                    Some(d) if d.state == "parked" => Outcome::AlreadyDone(DeliveryState::Parked),
+                    Some(d) if d.state == "delivered" => {
+                        Outcome::AlreadyDone(DeliveryState::Delivered)
+                    }
+                    _ => Outcome::Suppressed("no digest pending".into()),
+                },
+            );
+        };
+        let id = format!("{tenant}/{day}/{destination_id}");
+        let settings = self.settings(tenant).await?;
+        let Some(destination) = settings
+            .as_ref()
+            .and_then(|s| s.destinations.get(destination_id))
+        else {
+            let error = format!(
+                "destination `{destination_id}` is no longer in the tenant's notification settings"
+            );
+            let finish = Finish::Parked { attempts: 0, error };
+            return self.finish_digest(&digest, &owner, finish, 0).await;
+        };
+        // An account that turned hot since got its hot alert at once: not listed again.
+        let mut entries = Vec::new();
+        for (account, sequence, data) in &digest.entries {
+            let alerts = self.store.alerts(tenant, account).await?;
+            if alerts
+                .iter()
+                .any(|a| a.sequence > *sequence && a.tier.as_str() == "hot")
+            {
+                continue;
+            }
+            match serde_json::from_str::<DigestEntry>(data) {
+                Ok(entry) => entries.push(entry),
+                Err(e) => {
+                    tracing::error!(digest = id, account, error = %e, "unreadable digest entry: left out")
+                }
+            }
+        }
+        if entries.is_empty() {
+            // Nothing left to say: recorded as done, nothing sent.
+            self.finish_digest(&digest, &owner, Finish::Delivered { attempts: 0 }, 0)
+                .await?;
+            return Ok(Outcome::Suppressed(
+                "every queued account turned hot: no digest sent".into(),
+            ));
+        }
+        let idempotency_key = format!(
+            "pql_digest_{}",
+            &hex::encode(sha2::Sha256::digest(id.as_bytes()))[..32]
+        );
+        let body = match &destination.channel {
+            Channel::Slack { .. } => digest_slack(day, &entries).to_string().into_bytes(),
+            Channel::Webhook { .. } => {
+                digest_webhook(tenant.as_str(), day, &entries, &idempotency_key)
+                    .to_string()
+                    .into_bytes()
+            }
+            Channel::Email { .. } => Vec::new(),
+        };
+        let to = match &destination.channel {
+            Channel::Email { to, .. } => to.clone(),
+            _ => Vec::new(),
+        };
+        let finish = if matches!(destination.channel, Channel::Email { .. }) && to.is_empty() {
+            Finish::Parked {
+                attempts: 0,
+                error: "no recipient: a digest goes to the destination's `to` (it lists several accounts, so no owner)".into(),
+            }
+        } else {
+            let mail = self.mail(destination, &to, &idempotency_key, || {
+                digest_email(day, &entries)
+            });
+            let deadline = claimed_at + self.lease.mul_f64(0.8);
+            self.send_loop(destination, &id, idempotency_key, body, mail, deadline)
+                .await
+        };
+        self.finish_digest(&digest, &owner, finish, entries.len() as u32)
+            .await
+    }
+
+    async fn finish_digest(
+        &self,
+        digest: &WarmDigest,
+        owner: &str,
+        finish: Finish,
+        listed: u32,
+    ) -> Result<Outcome, NotifyError> {
+        Ok(
+            match self
+                .store
+                .finish_digest(digest, owner, &finish, listed)
+                .await?
+            {
+                Ok(()) => match finish {
+                    Finish::Delivered { attempts } => Outcome::Delivered { attempts },
+                    Finish::Parked { attempts, error } => Outcome::Parked { attempts, error },
+                },
+                Err(_) => Outcome::LeaseLost,
+            },
+        )
     }
 
     /// A receiver refusing us (`401`, `403`, `404`: a revoked webhook, a rotated secret) drops
@@ -543,6 +771,31 @@ fn secret_failure(e: SecretError) -> Attempt {
         Attempt::Retryable(e.message)
     } else {
         Attempt::Permanent(e.message)
+    }
+}
+
+/// Today (UTC), the day warm alerts are queued for.
+fn today() -> String {
+    chrono::Utc::now().format("%Y-%m-%d").to_string()
+}
+
+fn next_day(day: &str) -> String {
+    chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.checked_add_days(chrono::Days::new(1)))
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(today)
+}
+
+fn log_digest(id: &str, outcome: &Outcome) {
+    match outcome {
+        Outcome::Delivered { attempts } => {
+            tracing::info!(digest = id, attempts, "digest delivered")
+        }
+        Outcome::Parked { attempts, error } => {
+            tracing::error!(digest = id, attempts, error, "digest parked after retries")
+        }
+        other => tracing::info!(digest = id, outcome = ?other, "digest not sent"),
     }
 }
 

@@ -360,3 +360,96 @@ pub fn email(c: &AlertContext) -> EmailContent {
         html,
     }
 }
+
+/// One account of a warm digest (stored with the queued entry).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DigestEntry {
+    pub account: String,
+    pub name: Option<String>,
+    pub sequence: u32,
+    pub tier: String,
+    pub score: f64,
+    pub qualified_at: String,
+    pub definition_version: String,
+    pub link: Option<String>,
+}
+
+impl DigestEntry {
+    pub fn from_context(c: &AlertContext) -> DigestEntry {
+        DigestEntry {
+            account: c.account_id.clone(),
+            name: c.account_name.clone(),
+            sequence: c.sequence,
+            tier: c.tier.clone(),
+            score: round2(c.score),
+            qualified_at: c.qualified_at.clone(),
+            definition_version: c.definition_version.clone(),
+            link: c.link.clone(),
+        }
+    }
+
+    fn title(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.account)
+    }
+}
+
+/// The warm digest as a Slack message.
+pub fn digest_slack(day: &str, entries: &[DigestEntry]) -> Value {
+    let lines: Vec<String> = entries
+        .iter()
+        .map(|e| {
+            let name = match &e.link {
+                Some(link) => format!("<{link}|{}>", e.title()),
+                None => e.title().to_owned(),
+            };
+            format!("• *{name}*: warm, score {}", e.score)
+        })
+        .collect();
+    let heading = format!("{} warm account(s) on {day}", entries.len());
+    json!({
+        "text": heading,
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": heading}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": lines.join("\n")}}
+        ]
+    })
+}
+
+/// The warm digest as a signed webhook's payload.
+pub fn digest_webhook(tenant: &str, day: &str, entries: &[DigestEntry], id: &str) -> Value {
+    json!({
+        "version": "1",
+        "type": "pql.warm_digest",
+        "id": id,
+        "tenant": tenant,
+        "day": day,
+        "accounts": entries,
+    })
+}
+
+/// The warm digest as an e-mail.
+pub fn digest_email(day: &str, entries: &[DigestEntry]) -> EmailContent {
+    let subject = format!("{} warm account(s) on {day}", entries.len());
+    let mut text = format!("{subject}\n\n");
+    let mut html = format!("<h2>{}</h2><ul>", html_escape(&subject));
+    for e in entries {
+        text.push_str(&format!("- {} (score {})", e.title(), e.score));
+        html.push_str(&format!(
+            "<li>{} (score {})",
+            html_escape(e.title()),
+            e.score
+        ));
+        if let Some(link) = &e.link {
+            text.push_str(&format!(" {link}"));
+            html.push_str(&format!(" <a href=\"{}\">open</a>", html_escape(link)));
+        }
+        text.push('\n');
+        html.push_str("</li>");
+    }
+    html.push_str("</ul>");
+    EmailContent {
+        subject,
+        text,
+        html,
+    }
+}

@@ -34,7 +34,7 @@
 //!
 //! [default]                            # everything else
 //! destinations = ["sales-slack"]
-//! warm = "skip"                        # hot alerts always go out at once; warm: instant | skip
+//! warm = "skip"                        # hot alerts always go out at once; warm: instant | skip | digest
 //!
 //! [suppress]
 //! when = [{ trait = "plan", in = ["paid", "enterprise"] }, { trait = "do_not_contact", equals = true }]
@@ -107,6 +107,10 @@ pub enum WarmMode {
     Instant,
     /// Warm alerts are not sent on this route (recorded as suppressed).
     Skip,
+    /// Warm alerts are queued per destination and sent once a day as one message listing
+    /// them (`pql_store::deliveries::WarmDigest`); an account that turns hot before it goes
+    /// gets its hot alert at once and leaves the digest.
+    Digest,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

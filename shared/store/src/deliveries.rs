@@ -839,3 +839,316 @@ mod tests {
         assert_eq!(key(1, "x").idempotency_key().len(), 36);
     }
 }
+
+/// Daily digests of warm alerts, in the alerts table, outside every account partition (the
+/// `!` prefix cannot start a tenant id) and at `sk = 0` without a `tenant` attribute, so no
+/// stream filter, lifecycle listing or delivery scan ever sees them:
+///
+/// * `pk = "!digest#<tenant>#<day>#<destination>"`: one destination's digest of one UTC day:
+///   `state` (`pending` while alerts are queued, then `claimed`, `delivered` or `parked`),
+///   `owner`, `lease_until`, `attempts`, `last_error`, `delivered_at`, `listed`, and one
+///   attribute `a:<account>` per queued account (`sequence`, `data`: the entry as JSON);
+/// * `pk = "!digests#<day>"`: the day's index, a string set of `<tenant>#<destination>`.
+///
+/// Sending is claim, send, mark as for alerts: the claim freezes the entries (queuing into a
+/// claimed day fails, and the caller queues into the next day).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WarmDigest {
+    pub tenant: TenantId,
+    pub destination: String,
+    pub day: String,
+    /// `pending`, `claimed`, `delivered` or `parked`.
+    pub state: String,
+    pub lease_until_ms: i64,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub listed: Option<u32>,
+    /// (account, alert sequence, entry JSON), by account.
+    pub entries: Vec<(String, u32, String)>,
+}
+
+fn digest_key(tenant: &TenantId, day: &str, destination: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (
+            "pk".to_owned(),
+            s(format!("!digest#{tenant}#{day}#{destination}")),
+        ),
+        ("sk".to_owned(), n(0)),
+    ])
+}
+
+fn digest_index_key(day: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        ("pk".to_owned(), s(format!("!digests#{day}"))),
+        ("sk".to_owned(), n(0)),
+    ])
+}
+
+fn parse_digest(item: &HashMap<String, AttributeValue>) -> Result<WarmDigest, String> {
+    let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+    let number = |name: &str| {
+        item.get(name)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+    };
+    let mut entries = Vec::new();
+    for (name, value) in item {
+        let Some(account) = name.strip_prefix("a:") else {
+            continue;
+        };
+        let m = value.as_m().map_err(|_| format!("`{name}` is not a map"))?;
+        let sequence = m
+            .get("sequence")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("`{name}.sequence` is missing"))?;
+        let data = m
+            .get("data")
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .ok_or_else(|| format!("`{name}.data` is missing"))?;
+        entries.push((account.to_owned(), sequence, data));
+    }
+    entries.sort();
+    Ok(WarmDigest {
+        tenant: TenantId::parse(&text("t").ok_or("no `t`")?)?,
+        destination: text("destination").ok_or("no `destination`")?,
+        day: text("day").ok_or("no `day`")?,
+        state: text("state").ok_or("no `state`")?,
+        lease_until_ms: number("lease_until").unwrap_or(0),
+        attempts: number("attempts").unwrap_or(0).max(0) as u32,
+        last_error: text("last_error"),
+        listed: number("listed").map(|n| n.max(0) as u32),
+        entries,
+    })
+}
+
+impl Store {
+    /// Queues a warm alert into one destination's digest of `day` (idempotent: one entry per
+    /// account, the latest alert wins). `Ok(false)`: that day's digest is already being sent or
+    /// sent, queue into a later day.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn queue_for_digest(
+        &self,
+        tenant: &TenantId,
+        day: &str,
+        destination: &str,
+        account: &str,
+        sequence: u32,
+        data: &str,
+    ) -> Result<bool, StoreError> {
+        let table = &self.tables.alerts;
+        // The index first: an entry is never stored where the daily run cannot find it.
+        self.client
+            .update_item()
+            .table_name(table)
+            .set_key(Some(digest_index_key(day)))
+            .update_expression("ADD #m :m")
+            .expression_attribute_names("#m", "members")
+            .expression_attribute_values(
+                ":m",
+                AttributeValue::Ss(vec![format!("{tenant}#{destination}")]),
+            )
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("UpdateItem", table, e))?;
+        let entry = HashMap::from([
+            ("sequence".to_owned(), n(sequence)),
+            ("data".to_owned(), s(data)),
+        ]);
+        let result = self
+            .client
+            .update_item()
+            .table_name(table)
+            .set_key(Some(digest_key(tenant, day, destination)))
+            .update_expression(
+                "SET #a = :entry, #state = if_not_exists(#state, :pending), #t = :t, #dest = :dest, #day = :day",
+            )
+            .condition_expression("attribute_not_exists(#state) OR #state = :pending")
+            .expression_attribute_names("#a", format!("a:{account}"))
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#t", "t")
+            .expression_attribute_names("#dest", "destination")
+            .expression_attribute_names("#day", "day")
+            .expression_attribute_values(":entry", AttributeValue::M(entry))
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":t", s(tenant.as_str()))
+            .expression_attribute_values(":dest", s(destination))
+            .expression_attribute_values(":day", s(day))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(StoreError::dynamo("UpdateItem", table, e)),
+        }
+    }
+
+    /// The (tenant, destination) pairs with a digest on `day`.
+    pub async fn digest_index(&self, day: &str) -> Result<Vec<(TenantId, String)>, StoreError> {
+        let table = &self.tables.alerts;
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .set_key(Some(digest_index_key(day)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem", table, e))?;
+        let mut pairs = Vec::new();
+        if let Some(members) = out
+            .item
+            .as_ref()
+            .and_then(|i| i.get("members"))
+            .and_then(|m| m.as_ss().ok())
+        {
+            for member in members {
+                let parsed = member
+                    .split_once('#')
+                    .and_then(|(t, d)| Some((TenantId::parse(t).ok()?, d.to_owned())));
+                match parsed {
+                    Some(pair) => pairs.push(pair),
+                    None => tracing::error!(day, member, "unreadable digest index member"),
+                }
+            }
+        }
+        pairs.sort();
+        Ok(pairs)
+    }
+
+    /// One destination's digest of a day (strongly consistent).
+    pub async fn digest(
+        &self,
+        tenant: &TenantId,
+        day: &str,
+        destination: &str,
+    ) -> Result<Option<WarmDigest>, StoreError> {
+        let table = &self.tables.alerts;
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .set_key(Some(digest_key(tenant, day, destination)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem", table, e))?;
+        out.item
+            .map(|item| {
+                parse_digest(&item).map_err(|reason| StoreError::Corrupt {
+                    table: table.clone(),
+                    key: format!("!digest#{tenant}#{day}#{destination}"),
+                    reason,
+                })
+            })
+            .transpose()
+    }
+
+    /// Claims a digest for `owner` (pending, or claimed with an expired lease): `Some` with
+    /// the entries as frozen by the claim, `None` when another run has it or it is done.
+    pub async fn claim_digest(
+        &self,
+        tenant: &TenantId,
+        day: &str,
+        destination: &str,
+        owner: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Option<WarmDigest>, StoreError> {
+        let table = &self.tables.alerts;
+        let result = self
+            .client
+            .update_item()
+            .table_name(table)
+            .set_key(Some(digest_key(tenant, day, destination)))
+            .update_expression("SET #state = :claimed, #owner = :owner, #lease = :lease")
+            .condition_expression("#state = :pending OR (#state = :claimed AND #lease < :now)")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_names("#lease", "lease_until")
+            .expression_attribute_values(":claimed", s("claimed"))
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":lease", n(now_ms + lease_ms))
+            .expression_attribute_values(":now", n(now_ms))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => {
+                let item = out.attributes.unwrap_or_default();
+                parse_digest(&item)
+                    .map(Some)
+                    .map_err(|reason| StoreError::Corrupt {
+                        table: table.clone(),
+                        key: format!("!digest#{tenant}#{day}#{destination}"),
+                        reason,
+                    })
+            }
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(StoreError::dynamo("UpdateItem", table, e)),
+        }
+    }
+
+    /// Ends a digest's claim: delivered (with how many accounts it listed) or parked.
+    pub async fn finish_digest(
+        &self,
+        digest: &WarmDigest,
+        owner: &str,
+        finish: &Finish,
+        listed: u32,
+    ) -> Result<Result<(), Conflict>, StoreError> {
+        let table = &self.tables.alerts;
+        let (state, attempts, error) = match finish {
+            Finish::Delivered { attempts } => ("delivered", *attempts, None),
+            Finish::Parked { attempts, error } => ("parked", *attempts, Some(error.as_str())),
+        };
+        let mut update =
+            "SET #state = :state, #attempts = :attempts, #listed = :listed, #at = :at".to_owned();
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(table)
+            .set_key(Some(digest_key(
+                &digest.tenant,
+                &digest.day,
+                &digest.destination,
+            )))
+            .condition_expression("#state = :claimed AND #owner = :owner")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_names("#attempts", "attempts")
+            .expression_attribute_names("#listed", "listed")
+            .expression_attribute_names("#at", "delivered_at")
+            .expression_attribute_values(":state", s(state))
+            .expression_attribute_values(":attempts", n(attempts))
+            .expression_attribute_values(":listed", n(listed))
+            .expression_attribute_values(":at", s(now_rfc3339()))
+            .expression_attribute_values(":claimed", s("claimed"))
+            .expression_attribute_values(":owner", s(owner));
+        if let Some(error) = error {
+            update.push_str(", #err = :err");
+            request = request
+                .expression_attribute_names("#err", "last_error")
+                .expression_attribute_values(":err", s(error));
+        }
+        match request.update_expression(update).send().await {
+            Ok(_) => Ok(Ok(())),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Ok(Err(Conflict))
+            }
+            Err(e) => Err(StoreError::dynamo("UpdateItem", table, e)),
+        }
+    }
+}
