@@ -18,14 +18,20 @@ use pql_notify_fn::NotifyHandler;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     pql_lambda_init::init_logs();
-    // Built once per Lambda instance, reused by every invocation.
-    let store = pql_lambda_init::store_from_env().await?;
+    // Built once per Lambda instance, reused by every invocation: one AWS configuration for
+    // every client (building a client on it does no I/O).
+    let config = pql_lambda_init::sdk_config().await?;
+    let store = pql_lambda_init::store_with(&config)?;
     let endpoint = std::env::var("SES_ENDPOINT").ok();
-    let mailer = Arc::new(SesMailer::from_env(endpoint.as_deref()).await);
-    // Secrets are read on first use, not here: their clients load on the first read.
+    let mailer = Arc::new(SesMailer::from_config(&config, endpoint.as_deref()));
+    // Secrets are read on first use, not here.
     let secrets = Secrets::new(
-        Some(Arc::new(SsmParameters::lazy())),
-        Some(Arc::new(SecretsManagerSecrets::lazy())),
+        Some(Arc::new(SsmParameters::new(aws_sdk_ssm::Client::new(
+            &config,
+        )))),
+        Some(Arc::new(SecretsManagerSecrets::new(
+            aws_sdk_secretsmanager::Client::new(&config),
+        ))),
         SecretDefaults::from_env(),
     );
     let notifier = Notifier::new(store, mailer).with_secrets(Arc::new(secrets));

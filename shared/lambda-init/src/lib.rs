@@ -24,9 +24,14 @@ pub fn init_logs() {
 /// client, and the table names the template sets (`TENANTS_TABLE`, `EVENTS_TABLE`,
 /// `STATE_TABLE`, `ALERTS_TABLE`).
 pub async fn store_from_env() -> Result<Store, StoreError> {
+    store_with(&sdk_config().await?)
+}
+
+/// The store on an [`sdk_config`] the function also uses for other clients (notify: SES,
+/// SSM, Secrets Manager), so the configuration is built once.
+pub fn store_with(config: &aws_config::SdkConfig) -> Result<Store, StoreError> {
     let tables = Tables::from_env()?;
-    let config = sdk_config().await?;
-    Ok(Store::new(aws_sdk_dynamodb::Client::new(&config), tables))
+    Ok(Store::new(aws_sdk_dynamodb::Client::new(config), tables))
 }
 
 /// The roots every AWS service endpoint chains to (Amazon Root CA 1-4 and Starfield Services

@@ -107,7 +107,12 @@ impl SesMailer {
     /// local SES emulator).
     pub async fn from_env(endpoint: Option<&str>) -> Self {
         let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        let mut builder = aws_sdk_sesv2::config::Builder::from(&config);
+        SesMailer::from_config(&config, endpoint)
+    }
+
+    /// On a configuration the caller already built (the Lambda function's, built once).
+    pub fn from_config(config: &aws_config::SdkConfig, endpoint: Option<&str>) -> Self {
+        let mut builder = aws_sdk_sesv2::config::Builder::from(config);
         if let Some(endpoint) = endpoint {
             builder = builder.endpoint_url(endpoint);
         }

@@ -121,7 +121,9 @@ type CachedSettings = (Instant, Option<Arc<Settings>>);
 /// The notifier: built once per Lambda instance (or local stack, or CLI replay).
 pub struct Notifier {
     store: Store,
-    http: reqwest::Client,
+    /// Built on the first send: loading the system's root certificates is most of a cold
+    /// start's work, and a notify instance woken for a batch of suppressed alerts never needs it.
+    http: std::sync::OnceLock<reqwest::Client>,
     mailer: Arc<dyn Mailer>,
     policy: RetryPolicy,
     lease: Duration,
@@ -144,10 +146,7 @@ impl Notifier {
     pub fn new(store: Store, mailer: Arc<dyn Mailer>) -> Notifier {
         Notifier {
             store,
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .expect("an HTTP client with default TLS"),
+            http: std::sync::OnceLock::new(),
             mailer,
             policy: RetryPolicy::default(),
             lease: Duration::from_secs(150),
@@ -156,6 +155,15 @@ impl Notifier {
             secrets: Arc::new(Secrets::inline_only()),
             pacer: Pacer::default(),
         }
+    }
+
+    fn http(&self) -> &reqwest::Client {
+        self.http.get_or_init(|| {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("an HTTP client with default TLS")
+        })
     }
 
     pub fn with_policy(mut self, policy: RetryPolicy) -> Self {
@@ -444,7 +452,7 @@ impl Notifier {
                     match url {
                         Ok((reference, url)) => {
                             let attempt = post(
-                                &self.http,
+                                self.http(),
                                 &url,
                                 &[("idempotency-key", idempotency_key.clone())],
                                 body.clone(),
@@ -474,7 +482,7 @@ impl Notifier {
                             let t = now_ms() / 1000;
                             let signature = sign(secret.expose().as_bytes(), t, &body);
                             let attempt = post(
-                                &self.http,
+                                self.http(),
                                 &resolved_url,
                                 &[
                                     (SIGNATURE_HEADER, signature),
