@@ -71,6 +71,10 @@ impl AdminClient {
         self.call(reqwest::Method::GET, path, None)
     }
 
+    pub fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::DELETE, path, None)
+    }
+
     pub fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         self.call(reqwest::Method::POST, path, Some(body))
     }

@@ -298,6 +298,15 @@ pub fn preview_text(answer: &Value) -> String {
             String::new()
         }
     );
+    out.push_str(&comparison_text(c));
+    out
+}
+
+/// Moves per stage and tier, the accounts that change, and what stored state cannot answer.
+fn comparison_text(c: &Value) -> String {
+    use std::fmt::Write;
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    let mut out = String::new();
     let _ = writeln!(
         out,
         "{} compared, {} keep their stage and tier, {} change",
@@ -377,6 +386,30 @@ mod tests {
         std::fs::remove_file(&file).unwrap();
         assert_eq!(body["format"], "json");
         assert_eq!(body["source"], "{}");
+    }
+
+    #[test]
+    fn shadow_report_text_shows_state_and_differences() {
+        let answer = json!({
+            "shadow_version": "vaaaaaaaaaaaa", "shadowing": false, "accounts": 2,
+            "truncated": false, "earliest_decision": "2026-11-20T00:00:00Z",
+            "comparison": {
+                "compared": 2, "unchanged": 1,
+                "stages": {"pql": {"before": 1, "after": 0, "entering": 0, "leaving": 1}},
+                "tiers": {}, "changes": [{"account": "initech", "from_stage": "pql", "to_stage": "activated",
+                    "from_tier": "hot", "to_tier": "warm", "from_score": 50.0, "to_score": 30.0}],
+                "untracked_accounts": 0, "active_untracked_accounts": 0,
+            }
+        });
+        let text = shadow_report_text(&answer);
+        assert!(
+            text.starts_with(
+                "shadow vaaaaaaaaaaaa (stopped): latest decisions of 2 accounts since 2026-11-20"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("pql → activated"), "{text}");
+        assert!(text.contains("-1"), "{text}");
     }
 
     #[test]
@@ -485,5 +518,71 @@ pub fn status_text(job: &Value) -> String {
     for e in job["errors"].as_array().into_iter().flatten() {
         out.push_str(&format!("  error: {}\n", e.as_str().unwrap_or("?")));
     }
+    out
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ShadowArgs {
+    /// The version to judge beside the active one (as `pql definition list` shows it).
+    pub version: String,
+    /// Show the report (shadow vs active decisions so far) instead of starting.
+    #[arg(long, conflicts_with = "stop")]
+    pub report: bool,
+    /// Stop shadowing this version.
+    #[arg(long)]
+    pub stop: bool,
+    /// Who starts it (default: $PQL_AUTHOR, else $USER).
+    #[arg(long)]
+    pub author: Option<String>,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// `pql definition shadow VERSION [--report | --stop]`.
+pub fn shadow(args: &ShadowArgs) -> anyhow::Result<()> {
+    let client = AdminClient::new(&args.api)?;
+    let path = format!("/v1/definitions/{}/shadow", encode(&args.version));
+    let answer = if args.report {
+        client.get(&format!("{path}/report"))?
+    } else if args.stop {
+        client.delete(&path)?
+    } else {
+        client.post(&path, &json!({ "author": author(args.author.as_deref())? }))?
+    };
+    if args.api.json {
+        print_json(&answer);
+    } else if args.report {
+        print!("{}", shadow_report_text(&answer));
+    } else if args.stop {
+        println!("stopped shadowing {}", args.version);
+    } else {
+        println!(
+            "shadowing {} beside the active {}: decisions are recorded on every account change, never alerting (`pql definition shadow {} --report`)",
+            args.version,
+            answer["active"].as_str().unwrap_or("(none)"),
+            args.version
+        );
+    }
+    Ok(())
+}
+
+pub fn shadow_report_text(answer: &Value) -> String {
+    let mut out = format!(
+        "shadow {} ({}): latest decisions of {} accounts since {}{}\n",
+        answer["shadow_version"].as_str().unwrap_or("?"),
+        if answer["shadowing"] == json!(true) {
+            "running"
+        } else {
+            "stopped"
+        },
+        answer["accounts"].as_u64().unwrap_or(0),
+        answer["earliest_decision"].as_str().unwrap_or("-"),
+        if answer["truncated"] == json!(true) {
+            " (TRUNCATED: more decisions than read)"
+        } else {
+            ""
+        },
+    );
+    out.push_str(&comparison_text(&answer["comparison"]));
     out
 }

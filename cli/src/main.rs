@@ -77,6 +77,9 @@ enum DefinitionCommand {
     Preview(definition::PreviewArgs),
     /// The active version and the progress of re-evaluating existing accounts under it.
     Status(definition::StatusArgs),
+    /// Judge a version beside the active one on live changes, never alerting (`--report`:
+    /// how the two differ so far; `--stop`).
+    Shadow(definition::ShadowArgs),
 }
 
 fn main() -> ExitCode {
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
         Command::Definition(DefinitionCommand::Rollback(args)) => definition::rollback(&args),
         Command::Definition(DefinitionCommand::Preview(args)) => definition::preview(&args),
         Command::Definition(DefinitionCommand::Status(args)) => definition::status(&args),
+        Command::Definition(DefinitionCommand::Shadow(args)) => definition::shadow(&args),
         Command::Accounts(command) => accounts::run(&command),
         Command::Backtest(args) => backtest::run(&args),
         Command::Generate(args) => generate::run(&args),

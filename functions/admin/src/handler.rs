@@ -37,6 +37,8 @@ enum Route {
     Rollback,
     Preview,
     Reevaluation,
+    Shadow(String),
+    ShadowReport(String),
     Version(String),
     Diff(String, String),
     Activate(String),
@@ -59,6 +61,8 @@ impl Route {
             ["v1", "definitions", v] => Route::Version((*v).to_owned()),
             ["v1", "definitions", a, "diff", b] => Route::Diff((*a).to_owned(), (*b).to_owned()),
             ["v1", "definitions", v, "activate"] => Route::Activate((*v).to_owned()),
+            ["v1", "definitions", v, "shadow"] => Route::Shadow((*v).to_owned()),
+            ["v1", "definitions", v, "shadow", "report"] => Route::ShadowReport((*v).to_owned()),
             ["v1", "accounts"] => Route::Accounts,
             ["v1", "funnel"] => Route::Funnel,
             ["v1", "precision"] => Route::Precision,
@@ -79,6 +83,7 @@ impl Route {
         match self {
             Route::Definitions => "GET, POST",
             Route::Rollback | Route::Activate(_) | Route::Preview => "POST",
+            Route::Shadow(_) => "POST, DELETE",
             Route::AlertFeedback(_) => "POST",
             _ => "GET",
         }
@@ -235,6 +240,7 @@ impl App {
         let allowed = match (&route, &method) {
             (Route::AlertFeedback(_), m) => m == Method::POST,
             (Route::Definitions, &Method::GET | &Method::POST) => true,
+            (Route::Shadow(_), m) => m == Method::POST || m == Method::DELETE,
             (Route::Rollback | Route::Activate(_) | Route::Preview, &Method::POST) => true,
             (Route::Rollback | Route::Activate(_) | Route::Definitions | Route::Preview, _) => {
                 false
@@ -275,6 +281,20 @@ impl App {
             }
             (Route::Preview, _) => self.preview(&tenant, parse_body(body)?).await,
             (Route::Reevaluation, _) => self.reevaluation_status(&tenant).await,
+            (Route::Shadow(v), Method::DELETE) => {
+                check_version(&v)?;
+                self.stop_shadow(&tenant, &v).await
+            }
+            (Route::Shadow(v), _) => {
+                check_version(&v)?;
+                let body: ActorBody = parse_body(body)?;
+                self.start_shadow(&tenant, &v, check_author(&body.author)?)
+                    .await
+            }
+            (Route::ShadowReport(v), _) => {
+                check_version(&v)?;
+                self.shadow_report(&tenant, &v).await
+            }
         }
     }
 

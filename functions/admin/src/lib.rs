@@ -14,6 +14,8 @@
 //! | `GET /v1/funnel?days=N` | stages reached per day, current stages, median days from sign-up to activation, each milestone and PQL |
 //! | `POST /v1/definitions/preview` a draft (`definition` / `source`) or `{"version": ...}` | per stage and tier: accounts before and after, entering, leaving; the accounts that change; accounts the stored state cannot answer for, by reason |
 //! | `GET /v1/definitions/reevaluation` | the latest re-evaluation job (started by activate / rollback, run by the sweep): target version, progress (done / total), counters, started / updated / finished |
+//! | `POST /v1/definitions/{version}/shadow` `{"author": ...}` (`DELETE` stops) | the qualify function judges that version beside the active one on every account change and stores its decision, never alerting |
+//! | `GET /v1/definitions/{version}/shadow/report` | shadow vs active decisions: per stage and tier, accounts that would differ |
 //! | `GET /v1/precision` | per definition version: alerts, sales outcomes (`pql alerts feedback`), precision |
 //! | `POST /v1/alerts/{account}/{sequence}/feedback` `{"outcome": ..., "reason": ..., "by": ...}` | the sales outcome stored on the alert (`changed: false` if it was already so) |
 //! | `GET /v1/alerts?failed=true` | deliveries of the tenant's alerts (parked only with `failed=true`) and feedback |
@@ -34,6 +36,7 @@ pub mod handler;
 pub mod local;
 pub mod preview;
 pub mod reevaluation;
+pub mod shadow;
 
 pub use error::AdminError;
 pub use handler::App;

@@ -712,3 +712,119 @@ async fn activation_rebuilds_untracked_state_from_raw_events() {
         .unwrap();
     assert_eq!(item["reevaluated_version"], item["version"]);
 }
+
+#[tokio::test]
+async fn shadow_mode_is_set_reported_and_stopped() {
+    let api = Api::start().await;
+    three_accounts(&api).await;
+    let version = api.push(SAME_TRACKING).await;
+    let (_, listed) = api.call("GET", "/v1/definitions", None).await;
+    let active_version = listed["active"].as_str().unwrap().to_owned();
+
+    let (status, body) = api
+        .call(
+            "POST",
+            &format!("/v1/definitions/{active_version}/shadow"),
+            Some(json!({"author": "ana"})),
+        )
+        .await;
+    assert_eq!(
+        status, 409,
+        "the active version cannot be its own shadow: {body}"
+    );
+    let (status, _) = api
+        .call(
+            "POST",
+            "/v1/definitions/v000000000000/shadow",
+            Some(json!({"author": "ana"})),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = api
+        .call(
+            "POST",
+            "/v1/definitions/latest/shadow",
+            Some(json!({"author": "ana"})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = api
+        .call("GET", &format!("/v1/definitions/{version}/shadow"), None)
+        .await;
+    assert_eq!(status, 405);
+
+    let (status, started) = api
+        .call(
+            "POST",
+            &format!("/v1/definitions/{version}/shadow"),
+            Some(json!({"author": "ana"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{started}");
+    assert_eq!(started["shadow"], version.as_str());
+    let setting = api.store.shadow(&tenant()).await.unwrap().unwrap();
+    assert_eq!(setting.version, version);
+
+    // What the qualify function stores on each account change (tested there), for each
+    // account as it is now.
+    let active = Definition::from_toml("v1.toml", V1).unwrap();
+    let shadow = Definition::from_toml("same.toml", SAME_TRACKING).unwrap();
+    let map = pql_engine::StateMap::between(&active, &shadow);
+    for account in ["initech", "globex", "umbrella"] {
+        let record = state_of(&api.store, account).await;
+        let decision =
+            pql_store::shadow::shadow_decision(&active, &shadow, &map, account, &record, 1);
+        assert!(api
+            .store
+            .put_shadow_decision(&tenant(), &decision)
+            .await
+            .unwrap());
+    }
+    let (status, report) = api
+        .call(
+            "GET",
+            &format!("/v1/definitions/{version}/shadow/report"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["shadowing"], true);
+    assert_eq!(report["accounts"], 3);
+    assert_eq!(report["truncated"], false);
+    let c = &report["comparison"];
+    assert_eq!(
+        (c["compared"].as_u64(), c["unchanged"].as_u64()),
+        (Some(3), Some(1)),
+        "{report}"
+    );
+    let changed: Vec<&str> = c["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["account"].as_str().unwrap())
+        .collect();
+    assert_eq!(changed, ["globex", "initech"]);
+    assert_eq!(movement(&report, "stages", "pql"), [1, 1, 1, 1]);
+
+    let (status, stopped) = api
+        .call("DELETE", &format!("/v1/definitions/{version}/shadow"), None)
+        .await;
+    assert_eq!(status, 200, "{stopped}");
+    assert!(api.store.shadow(&tenant()).await.unwrap().is_none());
+    let (status, _) = api
+        .call("DELETE", &format!("/v1/definitions/{version}/shadow"), None)
+        .await;
+    assert_eq!(status, 404);
+    // The decisions stay readable after stopping.
+    let (_, after) = api
+        .call(
+            "GET",
+            &format!("/v1/definitions/{version}/shadow/report"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (after["shadowing"].as_bool(), after["accounts"].as_u64()),
+        (Some(false), Some(3))
+    );
+}

@@ -27,6 +27,7 @@ use pql_store::{AccountRecord, Store, StoreError};
 use serde_dynamo::AttributeValue;
 
 use pql_store::definitions::DefinitionCache;
+use pql_store::shadow::{shadow_decision, ShadowCache};
 
 /// Why a record was not observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +70,7 @@ pub enum QualifyError {
 pub struct Qualifier {
     store: Store,
     definitions: DefinitionCache,
+    shadows: ShadowCache,
 }
 
 fn text(image: &serde_dynamo::Item, name: &str) -> Option<String> {
@@ -117,7 +119,11 @@ impl Qualifier {
     }
 
     pub fn with_cache(store: Store, definitions: DefinitionCache) -> Self {
-        Qualifier { store, definitions }
+        Qualifier {
+            store,
+            definitions,
+            shadows: ShadowCache::default(),
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -197,7 +203,41 @@ impl Qualifier {
                 Observation::event(version, account_record.clock),
             )
             .await?;
+        self.shadow(&definition, &tenant, &account, &account_record, version)
+            .await;
         Ok(RecordOutcome::Observed(observed))
+    }
+
+    /// Shadow mode: when the tenant shadows a version, its decision on this record is stored
+    /// beside the active one, never alerting. A failure here is logged and does not hold up
+    /// the stream (the live decision is made already).
+    async fn shadow(
+        &self,
+        active: &pql_engine::Definition,
+        tenant: &TenantId,
+        account: &str,
+        record: &AccountRecord,
+        version: u64,
+    ) {
+        let result = async {
+            let Some(shadow) = self.shadows.get(&self.store, tenant, active).await? else {
+                return Ok::<_, StoreError>(());
+            };
+            let decision = shadow_decision(
+                active,
+                &shadow.definition,
+                &shadow.map,
+                account,
+                record,
+                version,
+            );
+            self.store.put_shadow_decision(tenant, &decision).await?;
+            Ok(())
+        }
+        .await;
+        if let Err(error) = result {
+            tracing::error!(%tenant, account, %error, "shadow decision not stored");
+        }
     }
 }
 

@@ -19,6 +19,7 @@ pub mod events;
 pub mod preview;
 pub mod records;
 pub mod reevaluation;
+pub mod shadow;
 pub mod sweep;
 pub mod template;
 pub mod tenants;
