@@ -59,6 +59,19 @@ pub enum AlertsCommand {
         #[arg(long)]
         by: Option<String>,
     },
+    /// Sales outcomes as the CSV `pql backtest --outcomes` reads (`account_id,converted_at`):
+    /// accounts sales marked converted, with when; accounts marked lost or rejected, with an
+    /// empty `converted_at`; accounts only accepted so far are still open and left out.
+    Outcomes {
+        /// Where to write the CSV.
+        #[arg(long)]
+        output: PathBuf,
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only feedback on alerts decided by this definition version.
+        #[arg(long)]
+        version: Option<String>,
+    },
     /// Check a notification settings file (TOML, or JSON by extension) and store it for the
     /// tenant (`--check`: only check).
     Settings {
@@ -154,6 +167,24 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                     store(args).await?.put_notify_settings(&tenant, &settings.to_json()).await?;
                     println!("stored for tenant {tenant}");
                 }
+                Ok(())
+            }
+            AlertsCommand::Outcomes { output, tenant, version } => {
+                let tenant = tenant
+                    .as_deref()
+                    .map(TenantId::parse)
+                    .transpose()
+                    .map_err(|e| anyhow!("--tenant: {e}"))?;
+                let (_, feedback) = store(args).await?.all_deliveries(tenant.as_ref()).await?;
+                let outcomes = outcomes_from_feedback(&feedback, version.as_deref())?;
+                crate::outcomes::write(output, &outcomes)?;
+                let converted = outcomes.iter().filter(|(_, at)| at.is_some()).count();
+                println!(
+                    "{}: {} accounts ({converted} converted, {} not)",
+                    output.display(),
+                    outcomes.len(),
+                    outcomes.len() - converted
+                );
                 Ok(())
             }
             AlertsCommand::List { failed, tenant, format } => {
@@ -288,9 +319,88 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     })
 }
 
+/// Per account: converted (at the earliest `converted` feedback) if sales ever said so, else
+/// not converted if it said lost or rejected; accounts with only `accepted` are left out (still
+/// open). Sorted by account.
+fn outcomes_from_feedback(
+    feedback: &[Feedback],
+    version: Option<&str>,
+) -> anyhow::Result<Vec<(String, Option<pql_engine::Timestamp>)>> {
+    use std::collections::BTreeMap;
+    let mut by_account: BTreeMap<String, Option<pql_engine::Timestamp>> = BTreeMap::new();
+    for f in feedback {
+        if version.is_some_and(|v| v != f.definition_version) {
+            continue;
+        }
+        match f.outcome.as_str() {
+            "converted" => {
+                let at = pql_engine::Timestamp::parse(&f.at).map_err(|e| {
+                    anyhow!(
+                        "feedback on {}/{}: time {:?}: {e}",
+                        f.account,
+                        f.sequence,
+                        f.at
+                    )
+                })?;
+                let entry = by_account.entry(f.account.clone()).or_insert(Some(at));
+                *entry = Some(entry.map_or(at, |t| t.min(at)));
+            }
+            "lost" | "rejected" => {
+                by_account.entry(f.account.clone()).or_insert(None);
+            }
+            _ => {}
+        }
+    }
+    Ok(by_account.into_iter().collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outcomes_keep_conversions_and_closed_accounts_only() {
+        let fb = |account: &str, sequence: u32, outcome: &str, at: &str, version: &str| Feedback {
+            tenant: TenantId::parse("acme").unwrap(),
+            account: account.into(),
+            sequence,
+            outcome: outcome.into(),
+            reason: None,
+            by: None,
+            at: at.into(),
+            definition_version: version.into(),
+        };
+        let feedback = [
+            fb("b", 1, "lost", "2026-03-01T00:00:00Z", "v1"),
+            fb("a", 2, "converted", "2026-03-05T00:00:00Z", "v2"),
+            fb("a", 1, "converted", "2026-03-02T00:00:00Z", "v1"),
+            fb("c", 1, "accepted", "2026-03-01T00:00:00Z", "v1"),
+            fb("d", 1, "rejected", "2026-03-01T00:00:00Z", "v2"),
+            fb("d", 2, "converted", "2026-03-09T00:00:00Z", "v2"),
+        ];
+        let at = |t: &str| Some(pql_engine::Timestamp::parse(t).unwrap());
+        assert_eq!(
+            outcomes_from_feedback(&feedback, None).unwrap(),
+            vec![
+                ("a".to_owned(), at("2026-03-02T00:00:00Z")),
+                ("b".to_owned(), None),
+                ("d".to_owned(), at("2026-03-09T00:00:00Z")),
+            ]
+        );
+        assert_eq!(
+            outcomes_from_feedback(&feedback, Some("v2")).unwrap(),
+            vec![
+                ("a".to_owned(), at("2026-03-05T00:00:00Z")),
+                ("d".to_owned(), at("2026-03-09T00:00:00Z")),
+            ]
+        );
+        let mut bad = feedback[1].clone();
+        bad.at = "yesterday".into();
+        let e = outcomes_from_feedback(&[bad], None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a/2") && e.contains("yesterday"), "{e}");
+    }
 
     #[test]
     fn feedback_and_ids_are_checked() {
