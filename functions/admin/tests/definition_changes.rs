@@ -3,10 +3,10 @@
 //! stored state cannot answer for), and the re-evaluation job an activation starts (chunks as
 //! the sweep runs them, resumed after an interruption, idempotent, no second alert).
 
-use std::sync::Arc;
-
 use aws_sdk_dynamodb::types::AttributeValue;
-use pql_admin::App;
+mod common;
+
+use common::Api;
 use pql_engine::event::parse_call;
 use pql_engine::{AccountState, Definition, Timestamp};
 use pql_store::alerts::Observation;
@@ -91,56 +91,14 @@ fn tenant() -> TenantId {
     TenantId::parse("changes").unwrap()
 }
 
-struct Api {
-    base: String,
-    client: reqwest::Client,
-    store: Store,
-    _stop: tokio::sync::oneshot::Sender<()>,
-    _db: Option<pql_dynamodb_local::DynamoDbLocal>,
-}
-
 impl Api {
     async fn start() -> Api {
-        let (store, db) = pql_store::testing::fresh_store().await;
-        let definition = Definition::from_toml("v1.toml", V1).unwrap();
-        store
-            .put_tenant(&tenant(), "wk_changes", &definition)
-            .await
-            .unwrap();
-        store.put_admin_key(&tenant(), ADMIN_KEY).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let app = Arc::new(App::new(store.clone()));
-        tokio::spawn(pql_admin::local::serve(listener, app, async move {
-            let _ = stopped.await;
-        }));
-        Api {
-            base,
-            client: reqwest::Client::new(),
-            store,
-            _stop: stop,
-            _db: db,
-        }
+        Api::serve(&tenant(), "wk_changes", ADMIN_KEY, V1).await
     }
 
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut request = self
-            .client
-            .request(method, format!("{}{path}", self.base))
-            .header("authorization", format!("Bearer {ADMIN_KEY}"));
-        if let Some(body) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body.to_string());
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        let value =
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
-        (status, value)
+        let answer = self.admin(method, path, body.map(|b| b.to_string())).await;
+        (answer.status, answer.body)
     }
 
     async fn push(&self, source: &str) -> String {

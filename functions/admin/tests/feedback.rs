@@ -3,15 +3,14 @@
 //! against DynamoDB Local: stored where `pql alerts feedback` stores it, checked the same way,
 //! idempotent for a repeat, precise errors.
 
-use std::sync::Arc;
+mod common;
 
-use pql_admin::App;
+use common::Api;
 use pql_engine::definition::Tier;
-use pql_engine::{Definition, Timestamp};
+use pql_engine::Timestamp;
 use pql_store::alerts::{Alert, LifecycleRecord, Trigger};
 use pql_store::deliveries::{Claim, DeliveryKey, Finish};
 use pql_store::tenants::TenantId;
-use pql_store::Store;
 use serde_json::{json, Value};
 
 const ADMIN_KEY: &str = "ak_feedback_secret";
@@ -37,65 +36,15 @@ fn tenant() -> TenantId {
     TenantId::parse("acme").unwrap()
 }
 
-struct Api {
-    base: String,
-    client: reqwest::Client,
-    store: Store,
-    _stop: tokio::sync::oneshot::Sender<()>,
-    _db: Option<pql_dynamodb_local::DynamoDbLocal>,
-}
-
 impl Api {
     async fn start() -> Api {
-        let (store, db) = pql_store::testing::fresh_store().await;
-        let definition = Definition::from_toml("d.toml", DEFINITION).unwrap();
-        store
-            .put_tenant(&tenant(), "wk_feedback", &definition)
-            .await
-            .unwrap();
-        store.put_admin_key(&tenant(), ADMIN_KEY).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(pql_admin::local::serve(
-            listener,
-            Arc::new(App::new(store.clone())),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        Api {
-            base,
-            client: reqwest::Client::new(),
-            store,
-            _stop: stop,
-            _db: db,
-        }
+        Api::serve(&tenant(), "wk_feedback", ADMIN_KEY, DEFINITION).await
     }
 
     /// `body`: a JSON value, or raw text.
     async fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value, String) {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut request = self
-            .client
-            .request(method, format!("{}{path}", self.base))
-            .header("authorization", format!("Bearer {ADMIN_KEY}"));
-        if let Some(body) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body.to_owned());
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let allow = response
-            .headers()
-            .get("allow")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        let text = response.text().await.unwrap();
-        let value =
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
-        (status, value, allow)
+        let answer = self.admin(method, path, body.map(str::to_owned)).await;
+        (answer.status, answer.body, answer.allow)
     }
 
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
