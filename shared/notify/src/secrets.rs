@@ -373,33 +373,15 @@ impl Secrets {
     }
 }
 
-/// SSM Parameter Store (`GetParameter` with decryption). The client is built on first use, so
-/// a function that never reads a parameter never pays for it.
+/// SSM Parameter Store (`GetParameter` with decryption). Building the client does no I/O;
+/// nothing is read until a destination needs a parameter.
 pub struct SsmParameters {
-    client: tokio::sync::OnceCell<aws_sdk_ssm::Client>,
+    client: aws_sdk_ssm::Client,
 }
 
 impl SsmParameters {
     pub fn new(client: aws_sdk_ssm::Client) -> Self {
-        SsmParameters {
-            client: tokio::sync::OnceCell::new_with(Some(client)),
-        }
-    }
-
-    /// From the environment's AWS configuration, loaded on the first read.
-    pub fn lazy() -> Self {
-        SsmParameters {
-            client: tokio::sync::OnceCell::new(),
-        }
-    }
-
-    async fn client(&self) -> &aws_sdk_ssm::Client {
-        self.client
-            .get_or_init(|| async {
-                let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-                aws_sdk_ssm::Client::new(&config)
-            })
-            .await
+        SsmParameters { client }
     }
 }
 
@@ -409,8 +391,7 @@ impl SecretFetcher for SsmParameters {
         use aws_sdk_ssm::operation::get_parameter::GetParameterError;
         Box::pin(async move {
             let result = self
-                .client()
-                .await
+                .client
                 .get_parameter()
                 .name(name)
                 .with_decryption(true)
@@ -452,33 +433,14 @@ impl SecretFetcher for SsmParameters {
     }
 }
 
-/// Secrets Manager (`GetSecretValue`; its `SecretString` is the secret). The client is built on
-/// first use.
+/// Secrets Manager (`GetSecretValue`; its `SecretString` is the secret).
 pub struct SecretsManagerSecrets {
-    client: tokio::sync::OnceCell<aws_sdk_secretsmanager::Client>,
+    client: aws_sdk_secretsmanager::Client,
 }
 
 impl SecretsManagerSecrets {
     pub fn new(client: aws_sdk_secretsmanager::Client) -> Self {
-        SecretsManagerSecrets {
-            client: tokio::sync::OnceCell::new_with(Some(client)),
-        }
-    }
-
-    /// From the environment's AWS configuration, loaded on the first read.
-    pub fn lazy() -> Self {
-        SecretsManagerSecrets {
-            client: tokio::sync::OnceCell::new(),
-        }
-    }
-
-    async fn client(&self) -> &aws_sdk_secretsmanager::Client {
-        self.client
-            .get_or_init(|| async {
-                let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-                aws_sdk_secretsmanager::Client::new(&config)
-            })
-            .await
+        SecretsManagerSecrets { client }
     }
 }
 
@@ -487,13 +449,7 @@ impl SecretFetcher for SecretsManagerSecrets {
         use aws_sdk_secretsmanager::error::SdkError;
         use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
         Box::pin(async move {
-            let result = self
-                .client()
-                .await
-                .get_secret_value()
-                .secret_id(id)
-                .send()
-                .await;
+            let result = self.client.get_secret_value().secret_id(id).send().await;
             let what = format!("Secrets Manager secret `{id}`");
             match result {
                 Ok(out) => out.secret_string.map(Secret::new).ok_or_else(|| {
