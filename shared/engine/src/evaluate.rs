@@ -183,7 +183,7 @@ fn trait_test(
     }
 }
 
-fn event_points(definition: &Definition, state: &AccountState, now: Timestamp) -> f64 {
+fn event_points(definition: &Definition, state: &AccountState, now: Timestamp, shrink: f64) -> f64 {
     let scoring = &definition.scoring;
     let mut total = 0.0;
     for (rule, set) in scoring.events.iter().zip(&state.scoring) {
@@ -192,7 +192,7 @@ fn event_points(definition: &Definition, state: &AccountState, now: Timestamp) -
         let mut raw = 0.0;
         // Hits after `now` do not count as of now (see `milestone_met`).
         for h in set.hits().iter().skip_while(|h| h.at > now) {
-            let weight = scoring.weight(h.at.days_before(now));
+            let weight = scoring.hit_weight(h, now, shrink);
             if weight == 0.0 {
                 break;
             }
@@ -221,7 +221,8 @@ struct Facts {
 fn facts(definition: &Definition, state: &AccountState, now: Timestamp) -> Facts {
     let signed_up_at = state.signed_up_at(definition);
     let mut met = 0u128;
-    let mut score = event_points(definition, state, now);
+    let shrink = definition.scoring.shrink(now);
+    let mut score = event_points(definition, state, now, shrink);
     for (i, (m, set)) in definition
         .milestones
         .iter()
@@ -233,7 +234,7 @@ fn facts(definition: &Definition, state: &AccountState, now: Timestamp) -> Facts
                 met |= 1 << i;
             }
             if m.points != 0.0 {
-                score += m.points * definition.scoring.weight(hit.at.days_before(now));
+                score += m.points * definition.scoring.hit_weight(hit, now, shrink);
             }
         }
     }
@@ -304,6 +305,7 @@ pub fn evaluate(definition: &Definition, state: &AccountState, now: Timestamp) -
     let facts = facts(definition, state, now);
     let verdict = facts.verdict(definition);
     let signed_up_at = state.signed_up_at(definition);
+    let shrink = definition.scoring.shrink(now);
     let mut reasons = Vec::new();
     reasons.push(format!(
         "score {:.1}: {} (warm at {}, hot at {})",
@@ -320,7 +322,7 @@ pub fn evaluate(definition: &Definition, state: &AccountState, now: Timestamp) -
         .map(|(m, set)| {
             let hit = milestone_met(m, set, signed_up_at, now);
             let points = hit.map_or(0.0, |h| {
-                m.points * definition.scoring.weight(h.at.days_before(now))
+                m.points * definition.scoring.hit_weight(h, now, shrink)
             });
             let status = MilestoneStatus {
                 name: m.name.clone(),

@@ -25,7 +25,7 @@ use crate::time::Timestamp;
 pub const MAX_SUM_HITS: usize = 4096;
 
 /// One matching event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(from = "StoredHit")]
 pub struct Hit {
     pub at: Timestamp,
@@ -41,6 +41,29 @@ pub struct Hit {
     /// cache misses were most of the cost of `apply`).
     #[serde(skip)]
     tags: (u32, u32),
+    /// The hit's decay growth factor ([`crate::definition::Scoring::growth`]) when it is
+    /// known (NaN: not worked out yet, as after reading a stored state).
+    #[serde(skip)]
+    growth: f64,
+}
+
+/// Equal when the stored fields are: tags and growth are derived from them.
+impl PartialEq for Hit {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+            && self.message == other.message
+            && self.user == other.user
+            && self.value == other.value
+    }
+}
+
+impl Eq for Hit {}
+
+impl Hit {
+    /// The cached decay growth factor, when known.
+    pub fn growth(&self) -> Option<f64> {
+        (!self.growth.is_nan()).then_some(self.growth)
+    }
 }
 
 /// A hit as stored; its tags are worked out again when it is read.
@@ -59,6 +82,7 @@ impl From<StoredHit> for Hit {
     fn from(h: StoredHit) -> Hit {
         Hit {
             tags: (tag(&h.message), tag(&h.user)),
+            growth: f64::NAN,
             at: h.at,
             message: h.message,
             user: h.user,
@@ -115,6 +139,8 @@ pub struct HitRef<'a> {
     pub message: &'a str,
     pub user: &'a str,
     pub value: i64,
+    /// Its decay growth factor, if worked out (NaN otherwise).
+    pub growth: f64,
 }
 
 impl HitRef<'_> {
@@ -126,6 +152,7 @@ impl HitRef<'_> {
             user: self.user.into(),
             value: self.value,
             tags,
+            growth: self.growth,
         }
     }
 }
@@ -279,6 +306,7 @@ impl HitSet {
                 slot.at = hit.at;
                 slot.value = hit.value;
                 slot.tags = tags;
+                slot.growth = hit.growth;
             }
             None => self.hits.insert(at, hit.to_owned_hit(tags)),
         }
@@ -303,6 +331,14 @@ impl HitSet {
         self.hits.truncate(len);
     }
 
+    /// Caches each hit's decay growth factor, `growth(at)` (for the definition the set now
+    /// follows).
+    pub fn set_growth(&mut self, growth: impl Fn(Timestamp) -> f64) {
+        for h in &mut self.hits {
+            h.growth = growth(h.at);
+        }
+    }
+
     /// Adds every hit of `other`; returns whether this set changed.
     pub fn merge(&mut self, order: Order, keep: Keep, other: &HitSet) -> bool {
         let mut changed = false;
@@ -315,6 +351,7 @@ impl HitSet {
                     message: &h.message,
                     user: &h.user,
                     value: h.value,
+                    growth: h.growth,
                 },
             );
         }
@@ -332,6 +369,7 @@ mod tests {
             message,
             user,
             value: 0,
+            growth: f64::NAN,
         }
     }
 
@@ -405,6 +443,7 @@ mod tests {
                     message: m,
                     user: "u",
                     value: v,
+                    growth: f64::NAN,
                 },
             );
         }

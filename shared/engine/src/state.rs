@@ -166,20 +166,27 @@ impl AccountState {
         let mut changed = self.see(event.timestamp);
         let user = event.user_key();
         let message = event.message_id.as_str();
-        let hit = |value: i64| HitRef {
-            at: event.timestamp,
-            message,
-            user,
-            value,
+        // The decay growth factor, worked out on the first hit stored (one `exp2` per event).
+        let growth = std::cell::Cell::new(f64::NAN);
+        let hit = |value: i64| {
+            if growth.get().is_nan() {
+                growth.set(definition.scoring.growth(event.timestamp));
+            }
+            HitRef {
+                at: event.timestamp,
+                message,
+                user,
+                value,
+                growth: growth.get(),
+            }
         };
         match &event.kind {
             EventKind::Track { .. } | EventKind::Page { .. } | EventKind::Screen { .. } => {
-                for (m, set) in definition.milestones.iter().zip(&mut self.milestones) {
-                    // Cheapest test first: most events are not of the milestone's kind, and
-                    // a full earliest-N set ignores everything later.
-                    if !m.selector.matches(event) {
-                        continue;
-                    }
+                let targets = definition.dispatch.targets(event);
+                for &i in &targets.milestones {
+                    let (m, set) = (&definition.milestones[i], &mut self.milestones[i]);
+                    // A full earliest-N set ignores everything later: test that before the
+                    // filters.
                     let (order, keep) = milestone_shape(&m.threshold, m.window);
                     if set.rejects(order, keep, event.timestamp, message) || !m.filters_match(event)
                     {
@@ -199,8 +206,9 @@ impl AccountState {
                     };
                     changed |= set.insert(order, keep, hit(value));
                 }
-                for (rule, set) in definition.scoring.events.iter().zip(&mut self.scoring) {
-                    if rule.matches(event) {
+                for &i in &targets.scoring {
+                    let (rule, set) = (&definition.scoring.events[i], &mut self.scoring[i]);
+                    if rule.filters_match(event) {
                         changed |= set.insert(Order::Latest, Keep::Events(rule.keep), hit(0));
                     }
                 }
@@ -222,9 +230,26 @@ impl AccountState {
             EventKind::Alias { .. } => {}
         }
         if self.trait_facts.is_none() {
-            self.refresh_trait_facts(definition);
+            self.refresh_derived(definition);
         }
         changed
+    }
+
+    /// Works out what is derived, not stored (trait facts, hits' decay growth factors), the
+    /// first time a state read from storage (or mapped from another definition) is used.
+    fn refresh_derived(&mut self, definition: &Definition) {
+        self.refresh_trait_facts(definition);
+        if self.follows(definition) {
+            let growth = |at| definition.scoring.growth(at);
+            for set in self
+                .milestones
+                .iter_mut()
+                .chain(&mut self.scoring)
+                .chain(&mut self.user_facts)
+            {
+                set.set_growth(growth);
+            }
+        }
     }
 
     fn see(&mut self, at: Timestamp) -> bool {
@@ -298,7 +323,9 @@ impl AccountState {
         for (name, t) in &other.traits {
             traits_changed |= self.set_trait(name, &t.value, t.at, &t.message);
         }
-        if traits_changed || self.trait_facts.is_none() {
+        if self.trait_facts.is_none() {
+            self.refresh_derived(definition);
+        } else if traits_changed {
             self.refresh_trait_facts(definition);
         }
         changed | traits_changed
@@ -435,7 +462,8 @@ impl StateMap {
                 .collect(),
             trait_facts: None,
         };
-        mapped.refresh_trait_facts(to);
+        // The growth factors cached in the hits are those of `from`'s half-life.
+        mapped.refresh_derived(to);
         Some(mapped)
     }
 }

@@ -476,3 +476,100 @@ fn meaning_changes_change_the_version() {
     versions.dedup();
     assert_eq!(versions.len(), changed.len());
 }
+
+/// `apply` finds the milestones and scoring rules a call concerns through the definition's
+/// dispatch index: it must be exactly the ones whose selector matches the call, for every
+/// kind of selector (named, `*`, `any`) and call (named, unnamed, other names, other types).
+#[test]
+fn the_dispatch_index_finds_exactly_the_matching_selectors() {
+    let source = r#"
+name = "selectors"
+
+[[milestone]]
+name = "projects"
+event = "Project Created"
+count_at_least = 1
+
+[[milestone]]
+name = "any_track"
+event = "*"
+count_at_least = 5
+
+[[milestone]]
+name = "pricing"
+page = "Pricing"
+count_at_least = 2
+
+[[milestone]]
+name = "any_page"
+page = "*"
+count_at_least = 9
+
+[[milestone]]
+name = "settings_screen"
+screen = "Settings"
+count_at_least = 1
+
+[[milestone]]
+name = "anything"
+any = true
+distinct_days_at_least = 3
+
+[[milestone]]
+name = "projects_again"
+event = "Project Created"
+distinct_users_at_least = 2
+
+[[scoring.event]]
+event = "Project Created"
+points = 2
+cap = 10
+
+[[scoring.event]]
+page = "Pricing"
+points = 1
+cap = 3
+
+[[scoring.event]]
+screen = "*"
+points = 1
+cap = 2
+
+[tiers]
+warm = 10
+hot = 20
+
+[pql]
+min_tier = "hot"
+"#;
+    let d = Definition::from_toml("selectors.toml", source).unwrap_or_else(|e| panic!("{e}"));
+    let calls = [
+        r#""type":"track","event":"Project Created""#,
+        r#""type":"track","event":"Report Shared""#,
+        r#""type":"track","event":"Pricing""#,
+        r#""type":"page","name":"Pricing""#,
+        r#""type":"page","name":"Docs""#,
+        r#""type":"page""#,
+        r#""type":"screen","name":"Settings""#,
+        r#""type":"screen","name":"Project Created""#,
+        r#""type":"screen""#,
+        r#""type":"identify""#,
+        r#""type":"group","groupId":"acct""#,
+        r#""type":"alias","previousId":"old""#,
+    ];
+    for (i, call) in calls.iter().enumerate() {
+        let json = format!(
+            r#"{{"messageId":"m-{i}","userId":"ann","timestamp":"2026-01-01T00:00:00Z",{call}}}"#
+        );
+        let event = pql_engine::event::parse_call(json.as_bytes(), None, None).unwrap();
+        let targets = d.dispatch.targets(&event);
+        let milestones: Vec<usize> = (0..d.milestones.len())
+            .filter(|&m| d.milestones[m].selector.matches(&event))
+            .collect();
+        let scoring: Vec<usize> = (0..d.scoring.events.len())
+            .filter(|&r| d.scoring.events[r].selector.matches(&event))
+            .collect();
+        assert_eq!(targets.milestones, milestones, "milestones for {call}");
+        assert_eq!(targets.scoring, scoring, "scoring rules for {call}");
+    }
+}

@@ -355,6 +355,64 @@ fn decay_halves_points_every_half_life_and_the_window_ends_them() {
     assert_eq!(evaluate(&d, &state, day(0.0)).tier, Tier::Hot);
 }
 
+/// Decay weights are `growth(hit) x shrink(now)`, the hit's factor cached when it is stored.
+/// A state read back from storage (no cached factors) must decide to the bit as the live one,
+/// and so must a half-life so short that the factors leave the range of `f64` (the weight is
+/// then computed directly).
+#[test]
+fn stored_and_live_states_decide_to_the_bit_whatever_the_half_life() {
+    for half_life in ["14", "0.01"] {
+        let d = definition(&POINTS.replace(
+            "half_life_days = 14",
+            &format!("half_life_days = {half_life}"),
+        ));
+        let h: f64 = half_life.parse().unwrap();
+        let mut calls = Calls::default();
+        // Fewer than the rule keeps (cap / points = 10), below its cap.
+        let mut events: Vec<Event> = (0..8)
+            .map(|i| calls.track("ann", "Report Shared", day(f64::from(i) * 1.7)))
+            .collect();
+        events.push(calls.track("bob", "Integration Connected", day(3.0)));
+        let live = state_of(&d, &events);
+        let stored: AccountState =
+            serde_json::from_str(&serde_json::to_string(&live).unwrap()).unwrap();
+        for now in [0.0, 1.7, 5.0, 14.0, 20.4, 30.0, 59.0, 61.0, 80.0].map(day) {
+            let (a, b) = (
+                verdict(&d, &live, now).score,
+                verdict(&d, &stored, now).score,
+            );
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "half-life {half_life}, now {now}: {a} vs {b}"
+            );
+            // And the weights are the half-life's: each hit's points halve every `h` days.
+            let expected: f64 = events
+                .iter()
+                .filter(|e| e.timestamp <= now && now.0 - e.timestamp.0 <= 60 * MS_PER_DAY)
+                .map(|e| {
+                    let points = if e.user_key() == "bob" { 20.0 } else { 4.0 };
+                    points * 2f64.powf(-e.timestamp.days_before(now) / h)
+                })
+                .sum();
+            assert!(
+                close(a, expected),
+                "half-life {half_life}, now {now}: {a} vs {expected}"
+            );
+        }
+        // Applying to the stored state works its factors out: it stays equal to the live one.
+        let (mut live, mut stored) = (live, stored);
+        let next = calls.track("ann", "Report Shared", day(21.0));
+        live.apply(&d, &next);
+        stored.apply(&d, &next);
+        let now = day(22.0);
+        assert_eq!(
+            verdict(&d, &live, now).score.to_bits(),
+            verdict(&d, &stored, now).score.to_bits()
+        );
+    }
+}
+
 const CAPS: &str = r#"
 name = "caps"
 

@@ -11,6 +11,7 @@ pub mod spec;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use rustc_hash::FxHashMap;
 use sha2::{Digest, Sha256};
 
 pub use condition::{Condition, Op, Subject};
@@ -20,7 +21,9 @@ use spec::{
 };
 
 use crate::event::{Event, EventKind};
+use crate::hits::Hit;
 use crate::state::TraitValue;
+use crate::time::{Timestamp, MS_PER_DAY};
 
 /// The longest window a definition may use (ten years).
 pub const MAX_WINDOW_DAYS: f64 = 3650.0;
@@ -51,6 +54,100 @@ pub struct Definition {
     pub account_conditions: Vec<AccountCondition>,
     /// Conditions on user traits (from fit and gates), tracked as "some user matched".
     pub user_conditions: Vec<Condition>,
+    /// Which milestones and scoring rules each call can concern (derived from the above).
+    pub dispatch: Dispatch,
+}
+
+/// The milestones and scoring rules whose selector takes a call, by call type and name,
+/// worked out once per definition: `apply` looks the call up once instead of comparing its
+/// name with every selector (that was a fifth of its cost).
+#[derive(Debug, Clone, Default)]
+pub struct Dispatch {
+    /// Per call type (track, page, screen): the targets of each name some selector names,
+    /// each list also holding the type's unnamed selectors.
+    named: [FxHashMap<Box<str>, Targets>; 3],
+    /// Per call type: the selectors that take any call of the type.
+    unnamed: [Targets; 3],
+}
+
+/// Indexes into [`Definition::milestones`] and [`Scoring::events`], ascending.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Targets {
+    pub milestones: Vec<usize>,
+    pub scoring: Vec<usize>,
+}
+
+/// Nothing: identify, group and alias calls are not matched by selectors.
+static NO_TARGETS: Targets = Targets {
+    milestones: Vec::new(),
+    scoring: Vec::new(),
+};
+
+impl Dispatch {
+    fn new(milestones: &[Milestone], scoring: &[EventPoints]) -> Dispatch {
+        // (type, name) of a selector; `None` type: every type (`any`).
+        fn parts(selector: &Selector) -> (Option<usize>, Option<&str>) {
+            match selector {
+                Selector::Track(name) => (Some(0), name.as_deref()),
+                Selector::Page(name) => (Some(1), name.as_deref()),
+                Selector::Screen(name) => (Some(2), name.as_deref()),
+                Selector::Any => (None, None),
+            }
+        }
+        let selectors = || {
+            let milestones = milestones
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (true, i, &m.selector));
+            let rules = scoring
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (false, i, &r.selector));
+            milestones.chain(rules)
+        };
+        let push = |targets: &mut Targets, milestone: bool, i: usize| {
+            let list = if milestone {
+                &mut targets.milestones
+            } else {
+                &mut targets.scoring
+            };
+            list.push(i);
+        };
+        let mut dispatch = Dispatch::default();
+        for (milestone, i, selector) in selectors() {
+            if let (kind, None) = parts(selector) {
+                for k in kind.map_or(0..3, |k| k..k + 1) {
+                    push(&mut dispatch.unnamed[k], milestone, i);
+                }
+            }
+        }
+        for (milestone, i, selector) in selectors() {
+            if let (Some(k), Some(name)) = parts(selector) {
+                let unnamed = &dispatch.unnamed[k];
+                let targets = dispatch.named[k]
+                    .entry(name.into())
+                    .or_insert_with(|| unnamed.clone());
+                push(targets, milestone, i);
+            }
+        }
+        for targets in dispatch.named.iter_mut().flat_map(|m| m.values_mut()) {
+            targets.milestones.sort_unstable();
+            targets.scoring.sort_unstable();
+        }
+        dispatch
+    }
+
+    /// The milestones and scoring rules whose selector takes `event`.
+    pub fn targets(&self, event: &Event) -> &Targets {
+        let (k, name) = match &event.kind {
+            EventKind::Track { event } => (0, Some(event.as_str())),
+            EventKind::Page { name, .. } => (1, name.as_deref()),
+            EventKind::Screen { name, .. } => (2, name.as_deref()),
+            _ => return &NO_TARGETS,
+        };
+        name.and_then(|n| self.named[k].get(n))
+            .unwrap_or(&self.unnamed[k])
+    }
 }
 
 /// Which calls a milestone or a scoring rule looks at. `None` name: any call of that type.
@@ -149,6 +246,9 @@ pub struct Scoring {
     pub events: Vec<EventPoints>,
 }
 
+/// The reference time of decay growth factors (2020-01-01T00:00:00Z); see [`Scoring::growth`].
+const DECAY_EPOCH: Timestamp = Timestamp(1_577_836_800_000);
+
 impl Scoring {
     /// Weight of something that happened `age_days` ago: 1 now, halving every half-life, 0
     /// outside the hard window.
@@ -160,6 +260,52 @@ impl Scoring {
             Some(h) => (-age_days / h).exp2(),
             None => 1.0,
         }
+    }
+
+    /// `2^((at - 2020) / half-life)`: the part of a hit's decay weight that depends on the hit
+    /// alone, so it is worked out once per hit (when the hit is stored) rather than at every
+    /// evaluation. 1 without a half-life.
+    pub fn growth(&self, at: Timestamp) -> f64 {
+        match self.half_life_days {
+            Some(h) => ((at.0 - DECAY_EPOCH.0) as f64 / (h * MS_PER_DAY as f64)).exp2(),
+            None => 1.0,
+        }
+    }
+
+    /// `2^((2020 - now) / half-life)`: the part that depends on the evaluation time, once per
+    /// evaluation.
+    pub fn shrink(&self, now: Timestamp) -> f64 {
+        self.growth(Timestamp(2 * DECAY_EPOCH.0 - now.0))
+    }
+
+    /// The weight of a hit at `at` as of `now`, from its `growth` and the evaluation's
+    /// `shrink`: one multiplication instead of an `exp2` per hit and evaluation. It is a
+    /// function of `(at, now)` alone, whether `growth` was cached or just computed, so every
+    /// caller gets the same bits. When a factor leaves the range of `f64` (a half-life of
+    /// hours over years), the weight is computed directly, as [`Scoring::weight`] does.
+    pub fn weight_at(&self, at: Timestamp, growth: f64, now: Timestamp, shrink: f64) -> f64 {
+        if at >= now {
+            return 1.0;
+        }
+        let age_days = now.0.saturating_sub(at.0) as f64 / MS_PER_DAY as f64;
+        if self.window_days.is_some_and(|w| age_days > w) {
+            return 0.0;
+        }
+        let Some(h) = self.half_life_days else {
+            return 1.0;
+        };
+        let w = growth * shrink;
+        if w.is_normal() && growth.is_normal() {
+            w.min(1.0)
+        } else {
+            (-age_days / h).exp2()
+        }
+    }
+
+    /// [`Scoring::weight_at`] for a stored hit (its growth cached when it was stored).
+    pub fn hit_weight(&self, hit: &Hit, now: Timestamp, shrink: f64) -> f64 {
+        let growth = hit.growth().unwrap_or_else(|| self.growth(hit.at));
+        self.weight_at(hit.at, growth, now, shrink)
     }
 }
 
@@ -176,11 +322,14 @@ pub struct EventPoints {
 
 impl EventPoints {
     pub fn matches(&self, event: &Event) -> bool {
-        self.selector.matches(event)
-            && self
-                .filters
-                .iter()
-                .all(|f| f.test_event(&event.properties, &event.traits))
+        self.selector.matches(event) && self.filters_match(event)
+    }
+
+    /// The property and trait filters alone (callers that tested the selector already).
+    pub fn filters_match(&self, event: &Event) -> bool {
+        self.filters
+            .iter()
+            .all(|f| f.test_event(&event.properties, &event.traits))
     }
 }
 
@@ -567,6 +716,7 @@ impl Compiler {
             return Err(self.errors);
         }
         self.account_traits.insert("name".into());
+        let dispatch = Dispatch::new(&milestones, &scoring.events);
         Ok(Definition {
             name: spec.name.clone(),
             version: version_of(&spec),
@@ -587,6 +737,7 @@ impl Compiler {
             account_traits: self.account_traits.into_iter().collect(),
             account_conditions: self.account_conditions,
             user_conditions: self.user_conditions,
+            dispatch,
             spec,
         })
     }
