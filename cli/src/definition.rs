@@ -432,6 +432,23 @@ mod tests {
     }
 
     #[test]
+    fn status_text_says_when_the_total_is_not_counted_yet() {
+        let job = json!({
+            "version": "vaaaaaaaaaaaa", "action": "activate", "previous": null,
+            "state": "running", "done": 100, "total": null, "progress": null,
+            "started_at": "2026-11-23T16:00:00Z", "updated_at": "2026-11-23T16:05:00Z",
+            "finished_at": null, "mapped": 100, "rebuilt": 0, "qualified": 0,
+            "not_alerted_again": 0, "failed": 0, "errors": [],
+        });
+        let text = status_text(&job);
+        assert!(
+            text.contains("running — 100/? accounts (still counting them)"),
+            "{text}"
+        );
+        assert!(!text.contains('%'), "{text}");
+    }
+
+    #[test]
     fn preview_text_shows_moves_changes_and_gaps() {
         let answer = json!({
             "draft_version": "vaaaaaaaaaaaa", "active_version": "vbbbbbbbbbbbb",
@@ -497,15 +514,18 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
 pub fn status_text(job: &Value) -> String {
     let n = |k: &str| job[k].as_u64().unwrap_or(0);
     let t = |k: &str| job[k].as_str().unwrap_or("-").to_owned();
+    let share = match (job["total"].as_u64(), job["progress"].as_f64()) {
+        (Some(total), Some(progress)) => format!("{total} accounts ({:.1}%)", progress * 100.0),
+        _ => "? accounts (still counting them)".to_owned(),
+    };
     let mut out = format!(
-        "re-evaluation under {} ({} of {}): {} — {}/{} accounts ({:.1}%)\n  started {}, updated {}, finished {}\n  mapped {}, rebuilt from raw events {}, new qualifications {}, alerted before (not again) {}, failed {}\n",
+        "re-evaluation under {} ({} of {}): {} — {}/{}\n  started {}, updated {}, finished {}\n  mapped {}, rebuilt from raw events {}, new qualifications {}, alerted before (not again) {}, failed {}\n",
         t("version"),
         t("action"),
         job["previous"].as_str().unwrap_or("none"),
         t("state"),
         n("done"),
-        n("total"),
-        job["progress"].as_f64().unwrap_or(0.0) * 100.0,
+        share,
         t("started_at"),
         t("updated_at"),
         t("finished_at"),

@@ -4,7 +4,7 @@
 //! then writes each changed record once, conditional on the version read. A batch of a
 //! hundred events of one account costs one account write instead of a hundred.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -30,8 +30,11 @@ pub(crate) struct Entry<R> {
     /// Read to find joined identities or accounts but not changed: the flush checks that it
     /// is still at `version` after the writes (see [`Activation::flush`]).
     validate: bool,
-    /// The definition the record follows (for the sweep index of an account).
-    definition: Arc<Definition>,
+    /// The definition the record's state follows: the active one (the state followed it,
+    /// or was mapped to it), or the stored version the state follows when it cannot be
+    /// mapped (events are applied under it until the re-evaluation job rebuilds it). `None`:
+    /// that version is not stored; the state is left as it is.
+    definition: Option<Arc<Definition>>,
 }
 
 type Key = (TenantId, String);
@@ -41,6 +44,10 @@ type Key = (TenantId, String);
 pub(crate) struct Cache {
     accounts: HashMap<Key, Entry<AccountRecord>>,
     users: HashMap<Key, Entry<UserRecord>>,
+    /// Accounts whose state could not take what the batch had for them (a user state of
+    /// another definition version, or a state whose version is not stored): queued for a
+    /// rebuild from raw events once the batch is written.
+    rebuilds: BTreeSet<Key>,
 }
 
 /// Why a flush did not write everything.
@@ -78,7 +85,7 @@ pub(crate) trait Record:
         &self,
         _tenant: &TenantId,
         _id: &str,
-        _definition: &Definition,
+        _definition: Option<&Definition>,
     ) -> Vec<(String, AttributeValue)> {
         Vec::new()
     }
@@ -117,9 +124,10 @@ impl Record for AccountRecord {
         &self,
         tenant: &TenantId,
         id: &str,
-        definition: &Definition,
+        definition: Option<&Definition>,
     ) -> Vec<(String, AttributeValue)> {
-        due_attributes(tenant, id, next_due(definition, &self.state, self.clock))
+        let due = definition.and_then(|d| next_due(d, &self.state, self.clock));
+        due_attributes(tenant, id, due)
     }
 }
 
@@ -162,23 +170,26 @@ impl Activation {
                     Some((a, states)) if a == account => states,
                     _ => Vec::new(),
                 };
-                self.update::<AccountRecord>(cx, account, |r, d| {
+                let states = self.on_account_version(cx, account, states).await?;
+                self.update_state::<AccountRecord>(cx, account, |state, d| {
                     let mut changed = false;
                     for s in &states {
-                        changed |= r.state.merge(d, s);
+                        changed |= state.merge(d, s);
                     }
-                    changed | r.state.apply(d, event)
+                    changed | state.apply(d, event)
                 })
                 .await?;
             }
             Target::User(user) => {
                 let record = self
-                    .update::<UserRecord>(cx, user, |r, d| r.state.apply(d, event))
+                    .update_state::<UserRecord>(cx, user, |state, d| state.apply(d, event))
                     .await?;
                 let (_, _, accounts) = self.identities(cx, user, Some(record)).await?;
                 for account in accounts {
-                    self.update::<AccountRecord>(cx, &account, |r, d| r.state.apply(d, event))
-                        .await?;
+                    self.update_state::<AccountRecord>(cx, &account, |state, d| {
+                        state.apply(d, event)
+                    })
+                    .await?;
                 }
             }
         }
@@ -193,9 +204,9 @@ impl Activation {
     /// Joins two identities: each becomes an alias of the other; then the activity of every
     /// identity now joined counts for every account of any of them.
     async fn join(&self, cx: &mut Cx<'_>, a: &str, b: &str) -> Result<(), ActivationError> {
-        self.update::<UserRecord>(cx, a, |r, _| push_unique(&mut r.aliases, b))
+        self.update_links(cx, a, |r| push_unique(&mut r.aliases, b))
             .await?;
-        self.update::<UserRecord>(cx, b, |r, _| push_unique(&mut r.aliases, a))
+        self.update_links(cx, b, |r| push_unique(&mut r.aliases, a))
             .await?;
         // Read after both writes: an event or link that raced with them is either in these
         // states / accounts, or saw the aliases and applied itself.
@@ -222,7 +233,7 @@ impl Activation {
                 continue;
             }
             let record = self
-                .update::<UserRecord>(cx, &id, |r, _| push_unique(&mut r.accounts, account))
+                .update_links(cx, &id, |r| push_unique(&mut r.accounts, account))
                 .await?;
             queue.extend(record.aliases);
             states.push(record.state);
@@ -258,9 +269,9 @@ impl Activation {
             for account in &record.accounts {
                 push_unique(&mut accounts, account);
             }
-            if record.state.follows(cx.definition) {
-                states.push(record.state);
-            }
+            // Whatever version it follows: merging puts it on the account's (or does not
+            // merge it, and queues the account for a rebuild).
+            states.push(record.state);
         }
         Ok((ids, states, accounts))
     }
@@ -271,15 +282,76 @@ impl Activation {
         account: &str,
         states: &[AccountState],
     ) -> Result<(), ActivationError> {
-        self.update::<AccountRecord>(cx, account, |r, d| {
+        let states = self
+            .on_account_version(cx, account, states.to_vec())
+            .await?;
+        self.update_state::<AccountRecord>(cx, account, |state, d| {
             let mut changed = false;
-            for s in states {
-                changed |= r.state.merge(d, s);
+            for s in &states {
+                changed |= state.merge(d, s);
             }
             changed
         })
         .await?;
         Ok(())
+    }
+
+    /// The states to merge into the account, each on the version the account's state
+    /// follows: as they are when they follow it, else mapped to it when the version they
+    /// follow is stored and its states hold what the account's version needs. A state that
+    /// cannot be is not merged (hit sets of different versions do not line up): the account
+    /// is queued for a rebuild from raw events, which replays the link or join.
+    async fn on_account_version(
+        &self,
+        cx: &mut Cx<'_>,
+        account: &str,
+        states: Vec<AccountState>,
+    ) -> Result<Vec<AccountState>, ActivationError> {
+        let target = self
+            .entry::<AccountRecord>(cx, account)
+            .await?
+            .definition
+            .clone();
+        let mut on_target = Vec::with_capacity(states.len());
+        let mut missing = Vec::new();
+        for state in states {
+            let Some(target) = &target else {
+                missing.push(state.definition_version);
+                continue;
+            };
+            if state.follows(target) {
+                on_target.push(state);
+                continue;
+            }
+            let mapped = match self
+                .versions
+                .get(&self.store, cx.tenant, &state.definition_version)
+                .await?
+            {
+                Some(from) => self
+                    .versions
+                    .map(&from, target)
+                    .and_then(|map| map.map(target, &state)),
+                None => None,
+            };
+            match mapped {
+                Some(mapped) => on_target.push(mapped),
+                None => missing.push(state.definition_version),
+            }
+        }
+        if !missing.is_empty() {
+            tracing::warn!(
+                tenant = %cx.tenant,
+                account,
+                account_version = target.as_ref().map(|d| d.version.as_str()),
+                other_versions = ?missing,
+                "user state of another definition version cannot be merged: account queued for a rebuild from raw events"
+            );
+            cx.cache
+                .rebuilds
+                .insert((cx.tenant.clone(), account.to_owned()));
+        }
+        Ok(on_target)
     }
 
     /// The record as the batch sees it, read from the store the first time.
@@ -298,19 +370,28 @@ impl Activation {
                 };
             record.loaded();
             let mut dirty = false;
+            let mut follows = Some(definition.clone());
             if !record.state_mut().follows(definition) {
-                // Rebuilding from raw events after a definition change is the Growth-teams
-                // issue; until then the state restarts under the active definition.
-                tracing::warn!(
+                let stored = record.state_mut().definition_version.clone();
+                follows = self
+                    .other_version(cx.tenant, &mut record, definition)
+                    .await?;
+                dirty = follows
+                    .as_ref()
+                    .is_some_and(|d| d.version == definition.version);
+                tracing::info!(
                     tenant = %cx.tenant,
                     kind = R::KIND.as_str(),
                     id,
-                    stored = %record.state_mut().definition_version,
+                    %stored,
                     active = %definition.version,
-                    "state follows another definition: starting it afresh"
+                    outcome = match &follows {
+                        Some(_) if dirty => "mapped to the active version",
+                        Some(_) => "kept under its version until the re-evaluation job rebuilds it",
+                        None => "its version is not stored: left as it is",
+                    },
+                    "state follows another definition version"
                 );
-                *record.state_mut() = AccountState::new(definition);
-                dirty = true;
             }
             R::entries(cx.cache).insert(
                 key.clone(),
@@ -319,7 +400,7 @@ impl Activation {
                     version,
                     dirty,
                     validate: false,
-                    definition: definition.clone(),
+                    definition: follows,
                 },
             );
         }
@@ -340,19 +421,73 @@ impl Activation {
         Ok((!absent).then(|| entry.record.clone()))
     }
 
-    /// Modifies the batch's copy of a record; the flush writes it if anything changed.
-    /// Returns the record as modified.
-    async fn update<R: Record>(
+    /// A stored state that follows another version than the active one: mapped to the
+    /// active version when the version it follows is stored and its states hold what the
+    /// active one needs (as the re-evaluation job maps it); else kept as it is, under its own
+    /// version (returned; `None` when it is not stored): the job rebuilds it from the raw
+    /// events, which hold every event applied meanwhile.
+    async fn other_version<R: Record>(
+        &self,
+        tenant: &TenantId,
+        record: &mut R,
+        active: &Arc<Definition>,
+    ) -> Result<Option<Arc<Definition>>, ActivationError> {
+        let stored = record.state_mut().definition_version.clone();
+        let Some(from) = self.versions.get(&self.store, tenant, &stored).await? else {
+            return Ok(None);
+        };
+        let mapped = self
+            .versions
+            .map(&from, active)
+            .and_then(|map| map.map(active, record.state_mut()));
+        Ok(match mapped {
+            Some(state) => {
+                *record.state_mut() = state;
+                Some(active.clone())
+            }
+            None => Some(from),
+        })
+    }
+
+    /// Changes the batch's copy of a record's state, under the definition the state follows;
+    /// the flush writes it if anything changed. An account whose state follows a version
+    /// that is not stored is left as it is and queued for a rebuild. Returns the record.
+    async fn update_state<R: Record>(
         &self,
         cx: &mut Cx<'_>,
         id: &str,
-        modify: impl FnOnce(&mut R, &Definition) -> bool + Send,
+        modify: impl FnOnce(&mut AccountState, &Definition) -> bool + Send,
     ) -> Result<R, ActivationError> {
         let at = cx.event.timestamp;
-        let definition = cx.definition.clone();
+        let key = (cx.tenant.clone(), id.to_owned());
         let entry = self.entry::<R>(cx, id).await?;
-        if modify(&mut entry.record, &definition) {
-            entry.record.touched(&definition, at);
+        match entry.definition.clone() {
+            Some(definition) => {
+                if modify(entry.record.state_mut(), &definition) {
+                    entry.record.touched(&definition, at);
+                    entry.dirty = true;
+                }
+            }
+            None => {
+                let record = entry.record.clone();
+                if R::KIND == RecordKind::Account {
+                    cx.cache.rebuilds.insert(key);
+                }
+                return Ok(record);
+            }
+        }
+        Ok(entry.record.clone())
+    }
+
+    /// Changes what a user record lists (its accounts, its aliases), whatever its state.
+    async fn update_links(
+        &self,
+        cx: &mut Cx<'_>,
+        id: &str,
+        modify: impl FnOnce(&mut UserRecord) -> bool + Send,
+    ) -> Result<UserRecord, ActivationError> {
+        let entry = self.entry::<UserRecord>(cx, id).await?;
+        if modify(&mut entry.record) {
             entry.dirty = true;
         }
         Ok(entry.record.clone())
@@ -372,7 +507,9 @@ impl Activation {
         usage: &mut HashMap<TenantId, Usage>,
     ) -> Result<(), FlushError> {
         for entry in cache.accounts.values_mut().filter(|e| e.dirty) {
-            entry.record.close_points(&entry.definition);
+            if let Some(definition) = &entry.definition {
+                entry.record.close_points(definition);
+            }
         }
         let cache = &*cache;
         let mut conflict = None;
@@ -435,6 +572,16 @@ impl Activation {
                 });
             }
         }
+        let mut queued: HashMap<&TenantId, Vec<String>> = HashMap::new();
+        for (tenant, account) in &cache.rebuilds {
+            queued.entry(tenant).or_default().push(account.clone());
+        }
+        for (tenant, accounts) in queued {
+            self.store
+                .queue_rebuilds(tenant, &accounts)
+                .await
+                .map_err(|e| FlushError::Store(e.into()))?;
+        }
         Ok(())
     }
 
@@ -452,7 +599,9 @@ impl Activation {
         if let Some(hook) = &self.save_hook {
             hook(R::KIND, id.clone()).await;
         }
-        let extra = entry.record.index_attributes(tenant, id, &entry.definition);
+        let extra = entry
+            .record
+            .index_attributes(tenant, id, entry.definition.as_deref());
         let result = self
             .store
             .save_record_with(tenant, R::KIND, id, &entry.record, entry.version, extra)

@@ -10,6 +10,7 @@ use std::time::Duration;
 use aws_lambda_events::event::dynamodb::{Event as StreamEvent, EventRecord};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use pql_engine::{Definition, Event};
+use pql_store::definitions::VersionCache;
 use pql_store::events::decode_event;
 use pql_store::tenants::TenantId;
 use pql_store::{RecordKind, Store};
@@ -119,6 +120,8 @@ pub type SaveHook = Arc<
 pub struct Activation {
     pub(crate) store: Store,
     definitions: DefinitionCache,
+    /// Stored definition versions a state may follow (immutable: cached for good).
+    pub(crate) versions: VersionCache,
     pub(crate) retry: RetryPolicy,
     pub(crate) save_hook: Option<SaveHook>,
 }
@@ -128,6 +131,7 @@ impl Activation {
         Activation {
             store,
             definitions: DefinitionCache::default(),
+            versions: VersionCache::default(),
             retry: RetryPolicy::default(),
             save_hook: None,
         }

@@ -13,22 +13,24 @@ use serde_json::{json, Value};
 use crate::error::{json_response, AdminError};
 use crate::App;
 
-/// The job as the API shows it, with its progress as a fraction.
+/// The job as the API shows it, with its progress as a fraction: `total` and `progress` are
+/// `null` while the job is still counting the accounts (it counts them as it goes, never in
+/// the request that starts it). Scan cursors are the store's business and are not shown.
 pub fn job_json(job: &ReevaluationJob) -> Value {
     let mut value = serde_json::to_value(job).expect("a job serialises");
-    let progress = if job.finished() {
-        1.0
-    } else if job.total == 0 {
-        0.0
-    } else {
-        (job.done as f64 / job.total as f64).min(1.0)
-    };
+    if let Some(map) = value.as_object_mut() {
+        map.remove("cursor");
+        map.remove("count_cursor");
+    }
     value["state"] = json!(if job.finished() {
         "finished"
     } else {
         "running"
     });
-    value["progress"] = json!((progress * 1000.0).round() / 1000.0);
+    value["progress"] = match job.progress() {
+        Some(progress) => json!((progress * 1000.0).round() / 1000.0),
+        None => Value::Null,
+    };
     for name in ["started_at", "updated_at", "finished_at"] {
         if let Some(ms) = value[name].as_i64() {
             value[name] = json!(Timestamp(ms).to_rfc3339());

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::tenants::TenantId;
 use crate::{Store, StoreError};
-use pql_engine::Definition;
+use pql_engine::{Definition, StateMap};
 
 pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
 
@@ -55,4 +55,67 @@ impl DefinitionCache {
         // A panic while holding the lock cannot leave the map inconsistent: use it anyway.
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Stored definition versions by tenant and version id, cached per instance: a version never
+/// changes once stored, so a hit is kept for good; a miss is read again after [`DEFAULT_TTL`]
+/// (the version may be pushed since). Also the [`StateMap`] between two versions, by their
+/// ids (content hashes: the same pair maps the same way for every tenant).
+#[derive(Debug, Default)]
+pub struct VersionCache {
+    versions: Mutex<HashMap<(TenantId, String), VersionEntry>>,
+    maps: Mutex<HashMap<(String, String), MapEntry>>,
+}
+
+/// A map between two versions (`None`: the first's states do not hold what the second needs).
+type MapEntry = Option<Arc<StateMap>>;
+
+#[derive(Debug, Clone)]
+enum VersionEntry {
+    Stored(Arc<Definition>),
+    Missing(Instant),
+}
+
+impl VersionCache {
+    /// The tenant's stored version `version` (`None`: not stored).
+    pub async fn get(
+        &self,
+        store: &Store,
+        tenant: &TenantId,
+        version: &str,
+    ) -> Result<Option<Arc<Definition>>, StoreError> {
+        let key = (tenant.clone(), version.to_owned());
+        match lock(&self.versions).get(&key) {
+            Some(VersionEntry::Stored(definition)) => return Ok(Some(definition.clone())),
+            Some(VersionEntry::Missing(at)) if at.elapsed() < DEFAULT_TTL => return Ok(None),
+            _ => {}
+        }
+        let definition = store
+            .definition_version(tenant, version)
+            .await?
+            .map(|stored| Arc::new(stored.definition));
+        let entry = match &definition {
+            Some(definition) => VersionEntry::Stored(definition.clone()),
+            None => VersionEntry::Missing(Instant::now()),
+        };
+        lock(&self.versions).insert(key, entry);
+        Ok(definition)
+    }
+
+    /// How states of `from` read as states of `to` (`None`: they do not hold what `to`
+    /// needs; see [`StateMap::between`]).
+    pub fn map(&self, from: &Definition, to: &Definition) -> Option<Arc<StateMap>> {
+        let key = (from.version.clone(), to.version.clone());
+        if let Some(map) = lock(&self.maps).get(&key) {
+            return map.clone();
+        }
+        let map = StateMap::between(from, to).ok().map(Arc::new);
+        lock(&self.maps).insert(key, map.clone());
+        map
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave the map inconsistent: use it anyway.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -50,10 +50,18 @@ pub const MAX_REBUILD_EVENTS: usize = 500_000;
 /// How often an account whose record keeps changing under the job is retried in one chunk.
 const ACCOUNT_ATTEMPTS: u32 = 4;
 
+/// Items a counting page examines, per account record a chunk examines: counting (cheap, a
+/// `Select::Count` scan) runs ahead of the chunks, so the total is known early.
+const COUNT_PAGES_PER_CHUNK: i32 = 20;
+
 const REGISTRY_PK: &str = "reevaluations";
 
 fn job_pk(tenant: &TenantId) -> String {
     format!("reevaluation#{tenant}")
+}
+
+fn rebuilds_pk(tenant: &TenantId) -> String {
+    format!("rebuilds#{tenant}")
 }
 
 /// A re-evaluation job and its progress.
@@ -71,8 +79,17 @@ pub struct ReevaluationJob {
     pub finished_at: Option<Timestamp>,
     /// Where the next chunk starts (`None` with `finished_at`: done).
     pub cursor: Option<String>,
-    /// Account records at the start (a count; accounts created since are visited too).
-    pub total: u64,
+    /// The tenant's account records, once counted (`None`: still counting). The job counts
+    /// them in bounded pages, one per chunk, alongside its work (never in the request that
+    /// started it); accounts created since are visited too, so `done` may pass it.
+    #[serde(default)]
+    pub total: Option<u64>,
+    /// Account records counted so far, and where counting resumes (`None` with `total`
+    /// unknown: not started).
+    #[serde(default)]
+    pub counted: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count_cursor: Option<String>,
     /// Accounts visited so far.
     pub done: u64,
     /// Of those: state mapped from the stored state, rebuilt from raw events.
@@ -98,11 +115,38 @@ impl ReevaluationJob {
 
     fn error(&mut self, message: String) {
         self.failed += 1;
+        self.note(message);
+    }
+
+    /// An error that is not an account's failure.
+    fn note(&mut self, message: String) {
         if self.errors.len() >= 20 {
             self.errors.remove(0);
         }
         self.errors.push(message);
     }
+
+    /// Done ÷ total, between 0 and 1 (`None` while the total is unknown; 1 once finished).
+    pub fn progress(&self) -> Option<f64> {
+        if self.finished() {
+            return Some(1.0);
+        }
+        match self.total? {
+            0 => Some(0.0),
+            total => Some((self.done as f64 / total as f64).min(1.0)),
+        }
+    }
+}
+
+/// How one account is re-evaluated.
+#[derive(Debug, Clone, Copy)]
+struct How {
+    /// Rebuilt from raw events whatever its state (a queued rebuild).
+    force_rebuild: bool,
+    /// A state that already follows the target is kept as it is (the previous version's
+    /// states map to the target, so the activation function mapped it, or it started under
+    /// the target).
+    identity: bool,
 }
 
 /// What happened to one account.
@@ -125,11 +169,16 @@ pub struct ChunkReport {
 }
 
 /// Account states rebuilt from the tenant's raw events, for one target version; built at
-/// most once per runner and reused by its chunks.
+/// most once per runner and reused by its chunks, unless an account to rebuild changed since
+/// (see [`RebuildCache::versions`]).
 #[derive(Debug, Default)]
 pub struct RebuildCache {
     key: Option<(String, String)>,
     states: HashMap<String, (AccountState, Timestamp)>,
+    /// The version of every account record of the tenant, read *before* the raw events were
+    /// scanned. A rebuild replaces a record only if it is still at that version: an event
+    /// the activation function applied to it since may be missing from the scan.
+    versions: HashMap<String, u64>,
 }
 
 /// Replays events through the engine's ledger: each account's state and event clock.
@@ -165,7 +214,6 @@ impl Store {
         action: &str,
         now: Timestamp,
     ) -> Result<ReevaluationJob, StoreError> {
-        let total = self.count_account_records(tenant).await?;
         let job = ReevaluationJob {
             id: format!("{version}@{}", now.millis()),
             version: version.to_owned(),
@@ -175,7 +223,9 @@ impl Store {
             updated_at: now,
             finished_at: None,
             cursor: None,
-            total,
+            total: None,
+            counted: 0,
+            count_cursor: None,
             done: 0,
             mapped: 0,
             rebuilt: 0,
@@ -311,23 +361,166 @@ impl Store {
             Err(e) => return Err(StoreError::dynamo("PutItem", table, e)),
         }
         if job.finished() {
-            self.client
-                .update_item()
-                .table_name(table)
-                .key("pk", s(REGISTRY_PK))
-                .update_expression("DELETE tenants :t")
-                .expression_attribute_values(":t", AttributeValue::Ss(vec![tenant.to_string()]))
-                .send()
-                .await
-                .map_err(|e| StoreError::dynamo("UpdateItem", table, e))?;
+            self.retire(tenant).await?;
         }
         Ok(true)
     }
 
-    async fn count_account_records(&self, tenant: &TenantId) -> Result<u64, StoreError> {
+    /// Adds or removes the tenant from the registry of tenants with work for the sweep.
+    async fn register(&self, tenant: &TenantId, add: bool) -> Result<(), StoreError> {
+        let table = &self.tables.tenants;
+        self.client
+            .update_item()
+            .table_name(table)
+            .key("pk", s(REGISTRY_PK))
+            .update_expression(if add {
+                "ADD tenants :t"
+            } else {
+                "DELETE tenants :t"
+            })
+            .expression_attribute_values(":t", AttributeValue::Ss(vec![tenant.to_string()]))
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("UpdateItem", table, e))?;
+        Ok(())
+    }
+
+    /// Takes the tenant off the registry once its job is finished, unless rebuilds are
+    /// queued. Queuing adds to the queue, then to the registry; this removes from the
+    /// registry, then looks at the queue: a rebuild queued meanwhile is seen one way or the
+    /// other, so the tenant never drops off with work left.
+    async fn retire(&self, tenant: &TenantId) -> Result<(), StoreError> {
+        self.register(tenant, false).await?;
+        if !self.queued_rebuilds(tenant).await?.is_empty() {
+            self.register(tenant, true).await?;
+        }
+        Ok(())
+    }
+
+    /// Queues accounts for a rebuild from raw events under the active version (the
+    /// activation function, when it could not merge a user state of another definition
+    /// version into them, or could not read the version their state follows). The sweep
+    /// runs them with the re-evaluation jobs ([`Store::reevaluate_chunk`]).
+    pub async fn queue_rebuilds(
+        &self,
+        tenant: &TenantId,
+        accounts: &[String],
+    ) -> Result<(), StoreError> {
+        if accounts.is_empty() {
+            return Ok(());
+        }
+        let table = &self.tables.tenants;
+        self.client
+            .update_item()
+            .table_name(table)
+            .key("pk", s(rebuilds_pk(tenant)))
+            .update_expression("ADD accounts :a SET tenant_id = :t")
+            .expression_attribute_values(":a", AttributeValue::Ss(accounts.to_vec()))
+            .expression_attribute_values(":t", s(tenant.as_str()))
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("UpdateItem", table, e))?;
+        self.register(tenant, true).await
+    }
+
+    /// The accounts queued for a rebuild, sorted.
+    pub async fn queued_rebuilds(&self, tenant: &TenantId) -> Result<Vec<String>, StoreError> {
+        let table = &self.tables.tenants;
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .key("pk", s(rebuilds_pk(tenant)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem", table, e))?;
+        let mut accounts: Vec<String> = out
+            .item
+            .as_ref()
+            .and_then(|i| i.get("accounts"))
+            .and_then(|v| v.as_ss().ok())
+            .cloned()
+            .unwrap_or_default();
+        accounts.sort();
+        Ok(accounts)
+    }
+
+    async fn unqueue_rebuilds(
+        &self,
+        tenant: &TenantId,
+        accounts: &[String],
+    ) -> Result<(), StoreError> {
+        if accounts.is_empty() {
+            return Ok(());
+        }
+        let table = &self.tables.tenants;
+        self.client
+            .update_item()
+            .table_name(table)
+            .key("pk", s(rebuilds_pk(tenant)))
+            .update_expression("DELETE accounts :a")
+            .expression_attribute_values(":a", AttributeValue::Ss(accounts.to_vec()))
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("UpdateItem", table, e))?;
+        Ok(())
+    }
+
+    /// Rebuilds up to `chunk` queued accounts under the tenant's active definition; each is
+    /// taken off the queue once done (or failed: the failure is logged, and a rebuild that
+    /// failed once would fail the same way next time).
+    async fn run_queued_rebuilds(
+        &self,
+        tenant: &TenantId,
+        queued: &[String],
+        now: Timestamp,
+        cache: &mut RebuildCache,
+        report: &mut ChunkReport,
+    ) -> Result<(), StoreError> {
+        let Some(target) = self.tenant_definition(tenant).await? else {
+            return Ok(());
+        };
+        let id = format!("rebuild@{}", now.millis());
+        let mut maps = HashMap::new();
+        for account in queued {
+            let how = How {
+                force_rebuild: true,
+                identity: false,
+            };
+            match self
+                .reevaluate_account(tenant, &id, &target, account, now, cache, &mut maps, how)
+                .await
+            {
+                Ok(AccountOutcome::Rebuilt { qualified, .. }) => {
+                    report.qualified += usize::from(qualified);
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::error!(%tenant, account, %error, "queued rebuild failed");
+                }
+            }
+            report.accounts += 1;
+        }
+        self.unqueue_rebuilds(tenant, queued).await
+    }
+
+    /// Counts the tenant's account records in one bounded page of the state table (at most
+    /// `max_scanned` items examined) from `cursor`: the count and where to go on (`None`:
+    /// the end of the table).
+    async fn count_account_records_page(
+        &self,
+        tenant: &TenantId,
+        cursor: Option<&str>,
+        max_scanned: i32,
+    ) -> Result<Result<(u64, Option<String>), String>, StoreError> {
         let table = &self.tables.state;
-        let mut start = None;
+        let mut start = match cursor.map(crate::accounts::decode_scan_cursor).transpose() {
+            Ok(start) => start.map(|pk| HashMap::from([("pk".to_owned(), pk)])),
+            Err(e) => return Ok(Err(e)),
+        };
         let mut count = 0u64;
+        let mut scanned = 0i32;
         loop {
             let out = self
                 .client
@@ -337,16 +530,52 @@ impl Store {
                 .filter_expression("tenant = :t AND kind = :k")
                 .expression_attribute_values(":t", s(tenant.as_str()))
                 .expression_attribute_values(":k", s("account"))
-                .set_exclusive_start_key(start)
+                .limit((max_scanned - scanned).max(1))
+                .set_exclusive_start_key(start.take())
                 .send()
                 .await
                 .map_err(|e| StoreError::dynamo("Scan", table, e))?;
             count += out.count() as u64;
+            scanned += out.scanned_count();
             start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok(count);
+            if start.is_none() || scanned >= max_scanned {
+                return Ok(Ok((
+                    count,
+                    start.as_ref().and_then(crate::accounts::encode_scan_cursor),
+                )));
             }
         }
+    }
+
+    /// While the total is unknown: one more page of counting (see [`ReevaluationJob::total`]).
+    async fn count_some(
+        &self,
+        tenant: &TenantId,
+        job: &mut ReevaluationJob,
+        chunk: i32,
+    ) -> Result<(), StoreError> {
+        if job.total.is_some() {
+            return Ok(());
+        }
+        let page = chunk.saturating_mul(COUNT_PAGES_PER_CHUNK);
+        match self
+            .count_account_records_page(tenant, job.count_cursor.as_deref(), page)
+            .await?
+        {
+            Ok((count, next)) => {
+                job.counted += count;
+                job.count_cursor = next;
+                if job.count_cursor.is_none() {
+                    job.total = Some(job.counted);
+                }
+            }
+            Err(bad) => {
+                job.note(format!("stored count cursor: {bad}; counting restarts"));
+                job.counted = 0;
+                job.count_cursor = None;
+            }
+        }
+        Ok(())
     }
 
     /// The tenant's raw events still stored (bounded by [`MAX_REBUILD_EVENTS`]).
@@ -406,17 +635,31 @@ impl Store {
         now: Timestamp,
         cache: &mut RebuildCache,
     ) -> Result<Option<ChunkReport>, StoreError> {
+        let mut report = ChunkReport::default();
+        let queued = self.queued_rebuilds(tenant).await?;
+        let some = &queued[..queued.len().min(chunk.max(1) as usize)];
+        self.run_queued_rebuilds(tenant, some, now, cache, &mut report)
+            .await?;
+        let job = self
+            .reevaluation(tenant)
+            .await?
+            .filter(|job| !job.value.finished());
         let Some(Versioned {
             value: mut job,
             version: rev,
-        }) = self.reevaluation(tenant).await?
+        }) = job
         else {
-            return Ok(None);
+            if queued.is_empty() {
+                self.retire(tenant).await?;
+                return Ok(None);
+            }
+            report.finished = some.len() == queued.len();
+            if report.finished {
+                self.retire(tenant).await?;
+            }
+            return Ok(Some(report));
         };
-        if job.finished() {
-            return Ok(None);
-        }
-        let mut report = ChunkReport::default();
+        self.count_some(tenant, &mut job, chunk).await?;
         let target = match self.definition_version(tenant, &job.version).await? {
             Some(stored) => stored.definition,
             None => {
@@ -447,7 +690,21 @@ impl Store {
             }
         };
         let mut maps: HashMap<String, Option<StateMap>> = HashMap::new();
+        // When the previous version's states map to the target, a state that already follows
+        // the target was mapped (or started) by the activation function: nothing to rebuild.
+        let identity = match job.previous.as_deref() {
+            Some(previous) => self
+                .state_map(tenant, previous, &target, &mut maps)
+                .await
+                .unwrap_or(None)
+                .is_some(),
+            None => false,
+        };
         for item in &page.items {
+            let how = How {
+                force_rebuild: false,
+                identity,
+            };
             let outcome = self
                 .reevaluate_account(
                     tenant,
@@ -457,6 +714,7 @@ impl Store {
                     now,
                     cache,
                     &mut maps,
+                    how,
                 )
                 .await;
             report.accounts += 1;
@@ -493,12 +751,45 @@ impl Store {
         if job.cursor.is_none() {
             job.finished_at = Some(now);
             report.finished = true;
+            // Visited them all before counting them all (a chunk larger than a count page).
+            if job.total.is_none() {
+                job.total = Some(job.done);
+                job.count_cursor = None;
+            }
         }
         report.lost_race = !self.save_reevaluation(tenant, &job, rev).await?;
         Ok(Some(report))
     }
 
+    /// How `from` states read as `target` states (`None`: they do not, or `from` is not
+    /// stored), cached per chunk.
+    async fn state_map(
+        &self,
+        tenant: &TenantId,
+        from: &str,
+        target: &Definition,
+        maps: &mut HashMap<String, Option<StateMap>>,
+    ) -> Result<Option<StateMap>, String> {
+        if !maps.contains_key(from) {
+            let map = match self
+                .definition_version(tenant, from)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Some(stored) => StateMap::between(&stored.definition, target).ok(),
+                None => None,
+            };
+            maps.insert(from.to_owned(), map);
+        }
+        Ok(maps[from].clone())
+    }
+
     /// Re-evaluates one account under `target` for job `job_id` (idempotent).
+    ///
+    /// The write is conditional on the record version read; a rebuild that *replaces* the
+    /// stored state (one of another version) also requires that version to be the one read
+    /// before the raw events were scanned, else the events are scanned again: an event the
+    /// activation function applied in between would otherwise be lost.
     #[allow(clippy::too_many_arguments)]
     async fn reevaluate_account(
         &self,
@@ -509,6 +800,7 @@ impl Store {
         now: Timestamp,
         cache: &mut RebuildCache,
         maps: &mut HashMap<String, Option<StateMap>>,
+        how: How,
     ) -> Result<AccountOutcome, String> {
         for _ in 0..ACCOUNT_ATTEMPTS {
             let (record, version, done_by) = self
@@ -516,35 +808,37 @@ impl Store {
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or("the record was deleted")?;
-            if done_by.as_deref() == Some(job_id) {
+            if !how.force_rebuild && done_by.as_deref() == Some(job_id) {
                 return Ok(AccountOutcome::AlreadyDone);
             }
-            let from = record.state.definition_version.clone();
-            let map = if record.state.follows(target) {
+            let follows = record.state.follows(target);
+            let mapped = if how.force_rebuild {
                 None
+            } else if follows {
+                how.identity.then(|| record.state.clone())
             } else {
-                if !maps.contains_key(&from) {
-                    let map = match self
-                        .definition_version(tenant, &from)
-                        .await
-                        .map_err(|e| e.to_string())?
-                    {
-                        Some(stored) => StateMap::between(&stored.definition, target).ok(),
-                        None => None,
-                    };
-                    maps.insert(from.clone(), map);
-                }
-                maps[&from].clone()
+                let from = record.state.definition_version.clone();
+                self.state_map(tenant, &from, target, maps)
+                    .await?
+                    .and_then(|m| m.map(target, &record.state))
             };
-            let (state, clock, rebuilt) = match map.and_then(|m| m.map(target, &record.state)) {
+            let (state, clock, rebuilt) = match mapped {
                 Some(state) => (state, record.clock, false),
                 None => {
-                    let (mut rebuilt, rebuilt_clock) =
-                        self.rebuilt_state(tenant, target, account, cache).await?;
-                    let mut clock = rebuilt_clock;
-                    if record.state.follows(target) {
-                        // Events applied since the activation: already in the rebuild if
-                        // still stored; merged in case they are not.
+                    self.ensure_rebuild(tenant, target, cache).await?;
+                    if !follows && cache.versions.get(account) != Some(&version) {
+                        // Changed since the events were scanned: scan again, read again.
+                        cache.key = None;
+                        continue;
+                    }
+                    let (mut rebuilt, mut clock) = cache
+                        .states
+                        .get(account)
+                        .cloned()
+                        .unwrap_or_else(|| (AccountState::new(target), Timestamp::MIN));
+                    if follows {
+                        // Events applied under the target since it became active: already
+                        // in the rebuild if still stored; merged in case they are not.
                         rebuilt.merge(target, &record.state);
                         clock = clock.max(record.clock);
                     }
@@ -603,27 +897,69 @@ impl Store {
         ))
     }
 
-    async fn rebuilt_state(
+    /// Builds the cache for `target` unless it is built: first the version of every
+    /// account record of the tenant, then the states the raw events give.
+    async fn ensure_rebuild(
         &self,
         tenant: &TenantId,
         target: &Definition,
-        account: &str,
         cache: &mut RebuildCache,
-    ) -> Result<(AccountState, Timestamp), String> {
+    ) -> Result<(), String> {
         let key = (tenant.to_string(), target.version.clone());
-        if cache.key.as_ref() != Some(&key) {
-            let mut events = self
-                .tenant_events(tenant)
-                .await
-                .map_err(|e| e.to_string())??;
-            cache.states = rebuild_states(target, &mut events);
-            cache.key = Some(key);
+        if cache.key.as_ref() == Some(&key) {
+            return Ok(());
         }
-        Ok(cache
-            .states
-            .get(account)
-            .cloned()
-            .unwrap_or_else(|| (AccountState::new(target), Timestamp::MIN)))
+        cache.versions = self
+            .account_record_versions(tenant)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut events = self
+            .tenant_events(tenant)
+            .await
+            .map_err(|e| e.to_string())??;
+        cache.states = rebuild_states(target, &mut events);
+        cache.key = Some(key);
+        Ok(())
+    }
+
+    /// The version of each of the tenant's account records (a scan of the state table that
+    /// reads keys and versions only).
+    async fn account_record_versions(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<HashMap<String, u64>, StoreError> {
+        let table = &self.tables.state;
+        let mut start = None;
+        let mut versions = HashMap::new();
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(table)
+                .filter_expression("tenant = :t AND kind = :k")
+                .projection_expression("id, version")
+                .expression_attribute_values(":t", s(tenant.as_str()))
+                .expression_attribute_values(":k", s("account"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| StoreError::dynamo("Scan", table, e))?;
+            for item in out.items() {
+                let id = item.get("id").and_then(|v| v.as_s().ok());
+                let version = item
+                    .get("version")
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|n| n.parse().ok());
+                if let (Some(id), Some(version)) = (id, version) {
+                    versions.insert(id.clone(), version);
+                }
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(versions);
+            }
+        }
     }
 
     /// The account record, its version and the job that last re-evaluated it (the item's
