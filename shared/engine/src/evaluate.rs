@@ -7,10 +7,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::definition::{Definition, GateTest, Milestone, Threshold, Tier, TraitTest, Window};
+use crate::definition::{
+    DecayClock, Definition, GateTest, Milestone, Threshold, Tier, TraitTest, Window,
+};
 use crate::hits::{Hit, HitSet};
 use crate::lifecycle::Stage;
-use crate::state::{milestone_shape, AccountState};
+use crate::state::AccountState;
 use crate::time::Timestamp;
 
 /// The essentials of a decision, computed without allocating.
@@ -97,13 +99,14 @@ pub struct GateStatus {
 /// Decisions are made *as of* `now`: hits after `now` (events applied out of order, later in
 /// event time than the decision) do not count, so a late event cannot make an account
 /// qualify before the events that completed it.
+#[inline]
 pub fn milestone_met<'s>(
     m: &Milestone,
     set: &'s HitSet,
     signed_up_at: Option<Timestamp>,
     now: Timestamp,
 ) -> Option<&'s Hit> {
-    let (order, keep) = milestone_shape(&m.threshold, m.window);
+    let (order, keep) = m.shape;
     let completing = set.completion_as_of(order, keep, now)?;
     match m.window {
         Window::AllTime => Some(completing),
@@ -153,25 +156,46 @@ fn target(m: &Milestone) -> f64 {
     }
 }
 
+/// What fit conditions and gates read from a state, looked up once per evaluation.
+struct TraitView<'a> {
+    definition: &'a Definition,
+    state: &'a AccountState,
+    /// The account conditions that hold, as bits, when the state worked them out for this
+    /// definition.
+    account_bits: Option<u64>,
+}
+
+impl<'a> TraitView<'a> {
+    fn new(definition: &'a Definition, state: &'a AccountState) -> Self {
+        TraitView {
+            definition,
+            state,
+            account_bits: state
+                .trait_facts(definition)
+                .and_then(|f| f.account_conditions),
+        }
+    }
+
+    fn test(&self, test: &TraitTest, now: Timestamp) -> bool {
+        trait_test(self.definition, self.state, self.account_bits, test, now)
+    }
+}
+
 fn trait_test(
     definition: &Definition,
     state: &AccountState,
+    account_bits: Option<u64>,
     test: &TraitTest,
     now: Timestamp,
 ) -> bool {
     match *test {
-        TraitTest::Account(i) => {
-            match state
-                .trait_facts(definition)
-                .and_then(|f| f.account_conditions)
-            {
-                Some(bits) => bits & (1 << i) != 0,
-                None => definition
-                    .account_conditions
-                    .get(i)
-                    .is_some_and(|c| c.test(state.traits())),
-            }
-        }
+        TraitTest::Account(i) => match account_bits {
+            Some(bits) => bits & (1 << i) != 0,
+            None => definition
+                .account_conditions
+                .get(i)
+                .is_some_and(|c| c.test(state.traits())),
+        },
         TraitTest::User(i) => {
             state
                 .user_facts
@@ -183,7 +207,12 @@ fn trait_test(
     }
 }
 
-fn event_points(definition: &Definition, state: &AccountState, now: Timestamp, shrink: f64) -> f64 {
+fn event_points(
+    definition: &Definition,
+    state: &AccountState,
+    now: Timestamp,
+    clock: &DecayClock,
+) -> f64 {
     let scoring = &definition.scoring;
     let mut total = 0.0;
     for (rule, set) in scoring.events.iter().zip(&state.scoring) {
@@ -192,7 +221,7 @@ fn event_points(definition: &Definition, state: &AccountState, now: Timestamp, s
         let mut raw = 0.0;
         // Hits after `now` do not count as of now (see `milestone_met`).
         for h in set.hits().iter().skip_while(|h| h.at > now) {
-            let weight = scoring.hit_weight(h, now, shrink);
+            let weight = clock.weight(h);
             if weight == 0.0 {
                 break;
             }
@@ -221,8 +250,8 @@ struct Facts {
 fn facts(definition: &Definition, state: &AccountState, now: Timestamp) -> Facts {
     let signed_up_at = state.signed_up_at(definition);
     let mut met = 0u128;
-    let shrink = definition.scoring.shrink(now);
-    let mut score = event_points(definition, state, now, shrink);
+    let clock = definition.scoring.clock(now);
+    let mut score = event_points(definition, state, now, &clock);
     for (i, (m, set)) in definition
         .milestones
         .iter()
@@ -234,20 +263,21 @@ fn facts(definition: &Definition, state: &AccountState, now: Timestamp) -> Facts
                 met |= 1 << i;
             }
             if m.points != 0.0 {
-                score += m.points * definition.scoring.hit_weight(hit, now, shrink);
+                score += m.points * clock.weight(hit);
             }
         }
     }
     let is_met = |i: usize| i < 128 && met & (1 << i) != 0;
+    let traits = TraitView::new(definition, state);
     let fit_score = definition
         .fit
         .conditions
         .iter()
-        .filter(|c| trait_test(definition, state, &c.test, now))
+        .filter(|c| traits.test(&c.test, now))
         // Not `sum()`: an empty float sum is -0.0, shown as "fit poor: -0".
         .fold(0.0, |total, c| total + c.points);
     let disqualified = definition.gates.iter().any(|g| match &g.test {
-        GateTest::Trait(t) => trait_test(definition, state, t, now),
+        GateTest::Trait(t) => traits.test(t, now),
         GateTest::Milestone(i) => is_met(*i),
     });
     Facts {
@@ -305,7 +335,8 @@ pub fn evaluate(definition: &Definition, state: &AccountState, now: Timestamp) -
     let facts = facts(definition, state, now);
     let verdict = facts.verdict(definition);
     let signed_up_at = state.signed_up_at(definition);
-    let shrink = definition.scoring.shrink(now);
+    let clock = definition.scoring.clock(now);
+    let traits = TraitView::new(definition, state);
     let mut reasons = Vec::new();
     reasons.push(format!(
         "score {:.1}: {} (warm at {}, hot at {})",
@@ -321,9 +352,7 @@ pub fn evaluate(definition: &Definition, state: &AccountState, now: Timestamp) -
         .zip(&state.milestones)
         .map(|(m, set)| {
             let hit = milestone_met(m, set, signed_up_at, now);
-            let points = hit.map_or(0.0, |h| {
-                m.points * definition.scoring.hit_weight(h, now, shrink)
-            });
+            let points = hit.map_or(0.0, |h| m.points * clock.weight(h));
             let status = MilestoneStatus {
                 name: m.name.clone(),
                 met: hit.is_some(),
@@ -345,7 +374,7 @@ pub fn evaluate(definition: &Definition, state: &AccountState, now: Timestamp) -
         .iter()
         .map(|c| FitFact {
             name: c.name.clone(),
-            matched: trait_test(definition, state, &c.test, now),
+            matched: traits.test(&c.test, now),
             points: c.points,
         })
         .collect();
@@ -374,7 +403,7 @@ pub fn evaluate(definition: &Definition, state: &AccountState, now: Timestamp) -
         .map(|g| GateStatus {
             name: g.name.clone(),
             holds: match &g.test {
-                GateTest::Trait(t) => trait_test(definition, state, t, now),
+                GateTest::Trait(t) => traits.test(t, now),
                 GateTest::Milestone(i) => facts.met(*i),
             },
         })

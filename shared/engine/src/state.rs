@@ -187,7 +187,7 @@ impl AccountState {
                     let (m, set) = (&definition.milestones[i], &mut self.milestones[i]);
                     // A full earliest-N set ignores everything later: test that before the
                     // filters.
-                    let (order, keep) = milestone_shape(&m.threshold, m.window);
+                    let (order, keep) = m.shape;
                     if set.rejects(order, keep, event.timestamp, message) || !m.filters_match(event)
                     {
                         continue;
@@ -304,7 +304,7 @@ impl AccountState {
             .zip(&mut self.milestones)
             .zip(&other.milestones)
         {
-            let (order, keep) = milestone_shape(&m.threshold, m.window);
+            let (order, keep) = m.shape;
             changed |= set.merge(order, keep, theirs);
         }
         for ((rule, set), theirs) in definition

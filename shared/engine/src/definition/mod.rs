@@ -21,7 +21,8 @@ use spec::{
 };
 
 use crate::event::{Event, EventKind};
-use crate::hits::Hit;
+use crate::hits::{Hit, Keep, Order};
+use crate::state::milestone_shape;
 use crate::state::TraitValue;
 use crate::time::{Timestamp, MS_PER_DAY};
 
@@ -224,6 +225,8 @@ pub struct Milestone {
     pub threshold: Threshold,
     pub window: Window,
     pub points: f64,
+    /// How its hit set is kept: [`milestone_shape`] of threshold and window, worked out once.
+    pub shape: (Order, Keep),
 }
 
 impl Milestone {
@@ -249,6 +252,10 @@ pub struct Scoring {
 /// The reference time of decay growth factors (2020-01-01T00:00:00Z); see [`Scoring::growth`].
 const DECAY_EPOCH: Timestamp = Timestamp(1_577_836_800_000);
 
+fn growth(half_life_days: f64, at: Timestamp) -> f64 {
+    ((at.0 - DECAY_EPOCH.0) as f64 / (half_life_days * MS_PER_DAY as f64)).exp2()
+}
+
 impl Scoring {
     /// Weight of something that happened `age_days` ago: 1 now, halving every half-life, 0
     /// outside the hard window.
@@ -266,46 +273,57 @@ impl Scoring {
     /// alone, so it is worked out once per hit (when the hit is stored) rather than at every
     /// evaluation. 1 without a half-life.
     pub fn growth(&self, at: Timestamp) -> f64 {
-        match self.half_life_days {
-            Some(h) => ((at.0 - DECAY_EPOCH.0) as f64 / (h * MS_PER_DAY as f64)).exp2(),
-            None => 1.0,
+        self.half_life_days.map_or(1.0, |h| growth(h, at))
+    }
+
+    /// What every decay weight of an evaluation at `now` shares, worked out once.
+    pub fn clock(&self, now: Timestamp) -> DecayClock {
+        DecayClock {
+            now,
+            // `2^((2020 - now) / half-life)`: the part of each weight that depends on `now`.
+            shrink: self.growth(Timestamp(2 * DECAY_EPOCH.0 - now.0)),
+            window_ms: self
+                .window_days
+                .map_or(f64::INFINITY, |w| w * MS_PER_DAY as f64),
+            half_life_days: self.half_life_days,
         }
     }
+}
 
-    /// `2^((2020 - now) / half-life)`: the part that depends on the evaluation time, once per
-    /// evaluation.
-    pub fn shrink(&self, now: Timestamp) -> f64 {
-        self.growth(Timestamp(2 * DECAY_EPOCH.0 - now.0))
-    }
+/// Decay weights as of one evaluation time: [`Scoring::clock`].
+#[derive(Debug, Clone, Copy)]
+pub struct DecayClock {
+    now: Timestamp,
+    shrink: f64,
+    window_ms: f64,
+    half_life_days: Option<f64>,
+}
 
-    /// The weight of a hit at `at` as of `now`, from its `growth` and the evaluation's
-    /// `shrink`: one multiplication instead of an `exp2` per hit and evaluation. It is a
-    /// function of `(at, now)` alone, whether `growth` was cached or just computed, so every
-    /// caller gets the same bits. When a factor leaves the range of `f64` (a half-life of
-    /// hours over years), the weight is computed directly, as [`Scoring::weight`] does.
-    pub fn weight_at(&self, at: Timestamp, growth: f64, now: Timestamp, shrink: f64) -> f64 {
-        if at >= now {
+impl DecayClock {
+    /// The weight of a hit: 1 now (and for hits after now), halving every half-life, 0
+    /// outside the hard window. It is `growth(hit) x shrink(now)`, one multiplication
+    /// instead of an `exp2` per hit and evaluation, and a function of the two times alone
+    /// (the growth factor cached in the hit or just worked out), so a stored state and a
+    /// live one decide to the bit. When a factor leaves the range of `f64` (a half-life of
+    /// hours over years), the weight is computed directly.
+    pub fn weight(&self, hit: &Hit) -> f64 {
+        if hit.at >= self.now {
             return 1.0;
         }
-        let age_days = now.0.saturating_sub(at.0) as f64 / MS_PER_DAY as f64;
-        if self.window_days.is_some_and(|w| age_days > w) {
+        let age_ms = self.now.0.saturating_sub(hit.at.0) as f64;
+        if age_ms > self.window_ms {
             return 0.0;
         }
         let Some(h) = self.half_life_days else {
             return 1.0;
         };
-        let w = growth * shrink;
+        let growth = hit.growth().unwrap_or_else(|| growth(h, hit.at));
+        let w = growth * self.shrink;
         if w.is_normal() && growth.is_normal() {
             w.min(1.0)
         } else {
-            (-age_days / h).exp2()
+            (-(age_ms / MS_PER_DAY as f64) / h).exp2()
         }
-    }
-
-    /// [`Scoring::weight_at`] for a stored hit (its growth cached when it was stored).
-    pub fn hit_weight(&self, hit: &Hit, now: Timestamp, shrink: f64) -> f64 {
-        let growth = hit.growth().unwrap_or_else(|| self.growth(hit.at));
-        self.weight_at(hit.at, growth, now, shrink)
     }
 }
 
@@ -990,13 +1008,15 @@ impl Compiler {
         if self.errors.len() > before {
             return None;
         }
+        let (threshold, window) = (threshold?, window?);
         Some(Milestone {
             name: m.name.clone(),
             description: m.description.clone(),
             selector: selector?,
             filters: filters?,
-            threshold: threshold?,
-            window: window?,
+            shape: milestone_shape(&threshold, window),
+            threshold,
+            window,
             points,
         })
     }
