@@ -87,7 +87,11 @@ impl Op {
             Op::EmailDomainIn(domains) => email_domain(value).is_some_and(|d| {
                 domains
                     .iter()
-                    .any(|want| d == *want || d.ends_with(&format!(".{want}")))
+                    // The domain itself or a subdomain of it (no allocation: this runs per event).
+                    .any(|want| {
+                        d.strip_suffix(want.as_str())
+                            .is_some_and(|rest| rest.is_empty() || rest.ends_with('.'))
+                    })
             }),
             Op::FreeMail(expected) => {
                 email_domain(value).is_some_and(|d| is_free_mail_domain(&d) == *expected)
@@ -229,6 +233,7 @@ mod tests {
         assert!(Op::FreeMail(false).test(Some(&json!("ann@acme.io"))));
         assert!(Op::EmailDomainIn(vec!["rival.com".into()]).test(Some(&json!("x@eu.rival.com"))));
         assert!(!Op::EmailDomainIn(vec!["rival.com".into()]).test(Some(&json!("x@notrival.com"))));
+        assert!(Op::EmailDomainIn(vec!["rival.com".into()]).test(Some(&json!("x@Rival.com"))));
     }
 
     #[test]
