@@ -25,6 +25,29 @@
 //! nothing. A record is written only when its state changed; a conflict (someone wrote the
 //! record since it was read) re-reads and re-applies, with jittered backoff, a bounded number
 //! of times, after which the stream record fails and is retried by the event-source mapping.
+//!
+//! **Definition versions.** A record's state follows one definition version. When a new
+//! version is activated, stored states follow the previous one until the re-evaluation job
+//! ([`pql_store::reevaluation`]) reaches them. An event for such a record does not reset it:
+//!
+//! * if the version it follows is stored (every version is; they are cached per instance,
+//!   being immutable) and its states hold what the active version needs
+//!   ([`pql_engine::StateMap::between`]), the state is mapped to the active version on the
+//!   spot, as the job would, and the event applied under the active version;
+//! * otherwise the state stays under its own version and the event is applied under that
+//!   version's definition (each batch entry carries the definition its state follows). The
+//!   job rebuilds the state from the raw events, which hold this event; the qualify function
+//!   does not judge a state of another version than the active one meanwhile. A state whose
+//!   version is not stored at all is left as it is (an account is queued for a rebuild).
+//!
+//! **Merging across versions.** A user state is merged into an account state only on the
+//! account state's version: as it is when it follows that version, else mapped to it when the
+//! user state's version is stored and maps. The account state is never moved to another
+//! version for a merge (it follows the active version, or waits for the job). A user state
+//! that cannot be put on the account's version is not merged, since hit sets of different
+//! versions do not line up: the account is queued for a rebuild from raw events
+//! ([`pql_store::Store::queue_rebuilds`], after the batch's writes), run by the sweep under the
+//! active version; the rebuild replays the link or join, so the user's activity counts there.
 
 mod apply;
 

@@ -9,18 +9,31 @@
 //! * `pk = "reevaluations"`: `tenants`, a string set of the tenants with an unfinished job, so
 //!   the sweep finds work with one `GetItem` (no scan). Added to and removed from atomically.
 //!
-//! The sweep runs jobs in bounded chunks ([`Store::reevaluate_chunk`]): one page of the
-//! tenant's account records (the bounded admin scan of [`Store::scan_account_records`]),
-//! each account updated, then the cursor and counters saved conditionally on `rev`. A crash
-//! between the updates and the cursor re-runs the chunk, which is safe because each account
-//! update is idempotent and conditional on the record's version:
+//! * `pk = "rebuilds#<tenant>"`: `accounts`, a string set of accounts queued for a rebuild
+//!   from raw events by the activation function ([`Store::queue_rebuilds`]; see below). A
+//!   tenant with queued accounts is in the registry too, until the queue is empty.
+//!
+//! The sweep runs jobs in bounded chunks ([`Store::reevaluate_chunk`]): queued rebuilds
+//! first, then one page of the tenant's account records (the bounded admin scan of
+//! [`Store::scan_account_records`]), each account updated, then the cursor and counters
+//! saved conditionally on `rev`. Each chunk also counts one bounded page of the tenant's
+//! account records (a `Select::Count` scan) until the total is known: nothing is counted in
+//! the request that starts the job, and `total` is `None` until then. A crash between the
+//! updates and the cursor re-runs the chunk, which is safe because each account update is
+//! idempotent and conditional on the record's version:
 //!
 //! * a state that tracks what the new version needs is mapped ([`pql_engine::StateMap`]);
-//! * otherwise, and for a state that already follows the new version (the activation function
-//!   restarts a state of another version afresh when an event arrives before the job reaches
-//!   it), the state is rebuilt from the tenant's stored raw events through the engine's
-//!   [`Ledger`] (the same `apply` as the pipeline) and merged in: hit sets are idempotent
-//!   sets, so merging what is already there changes nothing;
+//!   a state that already follows the new version while the previous version's states map
+//!   to it was mapped by the activation function (or started under the new version): kept;
+//! * any other state is rebuilt from the tenant's stored raw events through the engine's
+//!   [`Ledger`] (the same `apply` as the pipeline). A state that follows the new version
+//!   (one started afresh after the activation) is merged into the rebuild: hit sets are
+//!   idempotent sets, so merging what is already there changes nothing. A state of another
+//!   version is *replaced* by the rebuild, so the rebuild must hold every event applied to
+//!   it: the runner reads the version of every account record of the tenant *before* it
+//!   scans the raw events ([`RebuildCache`]), and replaces a state only if the record is
+//!   still at that version; an event the activation function applied in between (under the
+//!   old version, see below) makes the runner scan again and retry the account;
 //! * the record is written with the item attributes `reevaluation` (the job id) and
 //!   `reevaluated_version` (the version written): the qualify function skips exactly that
 //!   version on the stream, so the job alone decides what the change means;
@@ -28,6 +41,14 @@
 //!   is never observed by the job, so it is never alerted again; any other account is
 //!   observed like the sweep does ([`Store::observe_account`]): a qualification writes its
 //!   lifecycle and its one alert in one transaction.
+//!
+//! Until the job reaches an account, the activation function (`pql-activation`) maps its
+//! state to the active version when it can (the same [`pql_engine::StateMap`]), else keeps
+//! it under the version it follows and applies events under that version's definition:
+//! nothing is reset, and the event is in the events table for the rebuild. The qualify
+//! function skips states that do not follow the active version. A user state that cannot be
+//! put on an account's version is not merged into it: the account is queued (`rebuilds#`)
+//! and rebuilt under the active version by the next chunk (a rebuild replays the link).
 //!
 //! Raw events are kept for `EVENT_RETENTION_DAYS`: a rebuild sees only what is still stored.
 

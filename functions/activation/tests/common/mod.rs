@@ -38,9 +38,13 @@ pub struct Env {
 
 impl Env {
     pub async fn new() -> Env {
+        Env::with_definition(definition()).await
+    }
+
+    /// The same with another definition for the tenant.
+    pub async fn with_definition(definition: Definition) -> Env {
         let (store, db) = pql_store::testing::fresh_store().await;
         let tenant = TenantId::parse("acme").unwrap();
-        let definition = definition();
         store
             .put_tenant(&tenant, "wk_test", &definition)
             .await
