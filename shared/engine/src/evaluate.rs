@@ -216,6 +216,18 @@ fn event_points(
     let scoring = &definition.scoring;
     let mut total = 0.0;
     for (rule, set) in scoring.events.iter().zip(&state.scoring) {
+        // Every hit counts, decayed (the usual case): one multiplication. Capped below as
+        // hit by hit: the running sum only moves towards the cap, so it ends at the cap
+        // exactly when the whole sum passes it.
+        if let Some(weight) = clock.set_weight(set) {
+            let raw = rule.points * weight;
+            total += if rule.cap >= 0.0 {
+                raw.min(rule.cap)
+            } else {
+                raw.max(rule.cap)
+            };
+            continue;
+        }
         // Hits are latest first, so weights only fall: stop at the first that is worth nothing
         // (outside the hard window) or once the cap is reached (the rest cannot undo it).
         let mut raw = 0.0;

@@ -171,11 +171,29 @@ fn refill(slot: &mut Box<str>, text: &str) {
 }
 
 /// The hits kept for one milestone or scoring rule, best-ranked first.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct HitSet {
     hits: Vec<Hit>,
+    /// The sum of the hits' decay growth factors, in order, when every one is known (NaN
+    /// otherwise): a recency-weighted scoring rule's points are then one multiplication
+    /// ([`crate::definition::DecayClock::set_weight`]). Derived, so not stored.
+    #[serde(skip, default = "unknown")]
+    growth_sum: f64,
 }
+
+fn unknown() -> f64 {
+    f64::NAN
+}
+
+/// Equal when the hits are: the growth sum is derived from them.
+impl PartialEq for HitSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.hits == other.hits
+    }
+}
+
+impl Eq for HitSet {}
 
 fn rank(order: Order, a: (Timestamp, &str), b: (Timestamp, &str)) -> Ordering {
     match order {
@@ -191,6 +209,16 @@ impl HitSet {
 
     pub fn len(&self) -> usize {
         self.hits.len()
+    }
+
+    /// The sum of the hits' cached decay growth factors, in order, when all are cached.
+    pub fn growth_sum(&self) -> Option<f64> {
+        (!self.growth_sum.is_nan()).then_some(self.growth_sum)
+    }
+
+    fn refresh_growth_sum(&mut self) {
+        // NaN when a factor is not cached: NaN propagates through the sum.
+        self.growth_sum = self.hits.iter().map(|h| h.growth).sum();
     }
 
     pub fn is_empty(&self) -> bool {
@@ -311,6 +339,7 @@ impl HitSet {
             None => self.hits.insert(at, hit.to_owned_hit(tags)),
         }
         self.trim(keep);
+        self.refresh_growth_sum();
         true
     }
 
@@ -337,6 +366,7 @@ impl HitSet {
         for h in &mut self.hits {
             h.growth = growth(h.at);
         }
+        self.refresh_growth_sum();
     }
 
     /// Adds every hit of `other`; returns whether this set changed.

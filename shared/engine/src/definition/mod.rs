@@ -21,7 +21,7 @@ use spec::{
 };
 
 use crate::event::{Event, EventKind};
-use crate::hits::{Hit, Keep, Order};
+use crate::hits::{Hit, HitSet, Keep, Order};
 use crate::state::milestone_shape;
 use crate::state::TraitValue;
 use crate::time::{Timestamp, MS_PER_DAY};
@@ -300,6 +300,26 @@ pub struct DecayClock {
 }
 
 impl DecayClock {
+    /// The summed weight of a recency-ordered set's hits (latest first), when every hit is
+    /// before now and inside the hard window: `sum(growth) x shrink`, without visiting the
+    /// hits when their growth sum is cached (the sum is the same whether cached or worked
+    /// out here, so stored and live states agree to the bit). `None`: weigh hit by hit.
+    pub fn set_weight(&self, set: &HitSet) -> Option<f64> {
+        let h = self.half_life_days?;
+        let (newest, oldest) = (set.hits().first()?, set.hits().last()?);
+        if newest.at >= self.now || self.now.0.saturating_sub(oldest.at.0) as f64 > self.window_ms {
+            return None;
+        }
+        let sum = set.growth_sum().unwrap_or_else(|| {
+            set.hits()
+                .iter()
+                .map(|hit| hit.growth().unwrap_or_else(|| growth(h, hit.at)))
+                .sum()
+        });
+        let w = sum * self.shrink;
+        (w.is_normal() && sum.is_normal()).then_some(w)
+    }
+
     /// The weight of a hit: 1 now (and for hits after now), halving every half-life, 0
     /// outside the hard window. It is `growth(hit) x shrink(now)`, one multiplication
     /// instead of an `exp2` per hit and evaluation, and a function of the two times alone
