@@ -372,24 +372,34 @@ impl Activation {
             let mut dirty = false;
             let mut follows = Some(definition.clone());
             if !record.state_mut().follows(definition) {
+                // The cached active version may be stale (a version activated since): never
+                // map a state back to the version it replaced.
+                let active = match self.definitions.refresh(&self.store, cx.tenant).await? {
+                    Some(fresh) => fresh,
+                    None => definition.clone(),
+                };
                 let stored = record.state_mut().definition_version.clone();
-                follows = self
-                    .other_version(cx.tenant, &mut record, definition)
-                    .await?;
-                dirty = follows
-                    .as_ref()
-                    .is_some_and(|d| d.version == definition.version);
+                let outcome = if record.state_mut().follows(&active) {
+                    follows = Some(active.clone());
+                    "it follows the version activated since the definition was cached"
+                } else {
+                    follows = self.other_version(cx.tenant, &mut record, &active).await?;
+                    dirty = follows
+                        .as_ref()
+                        .is_some_and(|d| d.version == active.version);
+                    match &follows {
+                        Some(_) if dirty => "mapped to the active version",
+                        Some(_) => "kept under its version until the re-evaluation job rebuilds it",
+                        None => "its version is not stored: left as it is",
+                    }
+                };
                 tracing::info!(
                     tenant = %cx.tenant,
                     kind = R::KIND.as_str(),
                     id,
                     %stored,
-                    active = %definition.version,
-                    outcome = match &follows {
-                        Some(_) if dirty => "mapped to the active version",
-                        Some(_) => "kept under its version until the re-evaluation job rebuilds it",
-                        None => "its version is not stored: left as it is",
-                    },
+                    active = %active.version,
+                    outcome,
                     "state follows another definition version"
                 );
             }

@@ -119,7 +119,7 @@ pub type SaveHook = Arc<
 /// The function's state, built once per Lambda instance.
 pub struct Activation {
     pub(crate) store: Store,
-    definitions: DefinitionCache,
+    pub(crate) definitions: DefinitionCache,
     /// Stored definition versions a state may follow (immutable: cached for good).
     pub(crate) versions: VersionCache,
     pub(crate) retry: RetryPolicy,

@@ -175,7 +175,9 @@ async fn an_event_after_a_mappable_activation_maps_the_state_and_keeps_its_histo
         track_in("i2", "Teammate Invited", "initech", "2026-01-05T10:00:00Z"),
         track_in("g1", "Project Created", "globex", "2026-01-05T11:00:00Z"),
     ];
-    process_ok(&env.activation(), env.batch(&before).await).await;
+    // An instance that keeps V1 cached as the active version (for 30 s) after V2 is active.
+    let cached_v1 = env.activation();
+    process_ok(&cached_v1, env.batch(&before).await).await;
     assert!(matches!(
         observe(&env, &v1, "initech").await,
         Observed::Qualified(_)
@@ -229,6 +231,21 @@ async fn an_event_after_a_mappable_activation_maps_the_state_and_keeps_its_histo
     env.assert_matches_ledger(&ledger, now, true).await;
     assert_eq!(alerts(&env, "globex").await, 1);
     assert_eq!(alerts(&env, "initech").await, 1);
+
+    // The instance that still has V1 cached gets an event for initech (now under V2): V2's
+    // states map to V1 too, but a state is never sent back to the version it replaced.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let stale = track_in("i3", "Dashboard Viewed", "initech", "2026-01-06T12:00:00Z");
+    process_ok(&cached_v1, env.batch(std::slice::from_ref(&stale)).await).await;
+    all.push(stale);
+    let initech = env.account("initech").await.unwrap();
+    assert!(
+        initech.state.follows(&v2),
+        "{}",
+        initech.state.definition_version
+    );
+    env.assert_matches_ledger(&ledger_of(&v2, &all), now, true)
+        .await;
 }
 
 #[tokio::test]

@@ -10,7 +10,9 @@
 //! * items that cannot be read (logged as errors: retrying cannot fix them, and a poison
 //!   record must not hold up the shard);
 //! * accounts of unknown tenants, and states that follow another definition version than the
-//!   tenant's active one (they are being rebuilt; the rebuilt record is observed);
+//!   tenant's active one (they are being rebuilt; the rebuilt record is observed). The active
+//!   version is re-read first (at most once a second) when the state follows another than
+//!   the cached one: it may be the version activated since;
 //! * versions already observed (a redelivered record): nothing new is created;
 //! * the version a definition re-evaluation job wrote (`reevaluated_version`): the job
 //!   observes it ([`pql_store::reevaluation`]), so an account alerted before is not again.
@@ -184,9 +186,15 @@ impl Qualifier {
             Ok(image) => image,
             Err(reason) => return Ok(RecordOutcome::Skipped(Skip::Malformed(reason))),
         };
-        let Some(definition) = self.definitions.get(&self.store, &tenant).await? else {
+        let Some(mut definition) = self.definitions.get(&self.store, &tenant).await? else {
             return Ok(RecordOutcome::Skipped(Skip::UnknownTenant));
         };
+        if !account_record.state.follows(&definition) {
+            // The state may follow a version activated since the cache read the tenant.
+            if let Some(fresh) = self.definitions.refresh(&self.store, &tenant).await? {
+                definition = fresh;
+            }
+        }
         if !account_record.state.follows(&definition) {
             return Ok(RecordOutcome::Skipped(Skip::OtherDefinition {
                 state: account_record.state.definition_version.clone(),

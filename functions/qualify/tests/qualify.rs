@@ -352,6 +352,32 @@ async fn records_of_another_definition_version_or_kind_are_skipped() {
         0
     );
 
+    // The state's version becomes the active one while the qualifier still has the other
+    // cached (30 s): the state is judged under the version it follows, not skipped.
+    let (other, _db2) = qualifier_with(&older).await;
+    other
+        .store()
+        .put_tenant(&tenant(), "wk_test", &active)
+        .await
+        .unwrap();
+    let mut fresh = Account::new(&older, "a2");
+    fresh.apply(&older, &[track("a2", "Dashboard Viewed", day(1.0), "d2")]);
+    let r2 = fresh.save(other.store()).await;
+    assert!(matches!(
+        observe(&other, &r2).await,
+        RecordOutcome::Skipped(Skip::OtherDefinition { .. })
+    ));
+    other
+        .store()
+        .put_tenant(&tenant(), "wk_test", &older)
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert!(
+        matches!(observe(&other, &r2).await, RecordOutcome::Observed(_)),
+        "judged under the version activated since the cache read the tenant"
+    );
+
     // A user item, a removal and an index-only change are not observed either.
     let mut user = account_item("u1", &account.record, 1);
     user.insert(

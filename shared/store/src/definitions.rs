@@ -11,6 +11,9 @@ use pql_engine::{Definition, StateMap};
 
 pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
 
+/// How old a cached definition must be for [`DefinitionCache::refresh`] to read it again.
+pub const MIN_REFRESH: Duration = Duration::from_secs(1);
+
 type Entry = (Instant, Option<Arc<Definition>>);
 
 /// Definitions by tenant, each read at most once per TTL (a missing tenant too).
@@ -42,6 +45,26 @@ impl DefinitionCache {
     ) -> Result<Option<Arc<Definition>>, StoreError> {
         if let Some((read_at, definition)) = self.lock().get(tenant) {
             if read_at.elapsed() < self.ttl {
+                return Ok(definition.clone());
+            }
+        }
+        let definition = store.tenant_definition(tenant).await?.map(Arc::new);
+        self.lock()
+            .insert(tenant.clone(), (Instant::now(), definition.clone()));
+        Ok(definition)
+    }
+
+    /// The tenant's active definition read again unless it was read within the last
+    /// [`MIN_REFRESH`]: for a state that follows another version than the cached one, which
+    /// may be the version activated since the cache read it (the cache must not send such a
+    /// state back to the version it replaced).
+    pub async fn refresh(
+        &self,
+        store: &Store,
+        tenant: &TenantId,
+    ) -> Result<Option<Arc<Definition>>, StoreError> {
+        if let Some((read_at, definition)) = self.lock().get(tenant) {
+            if read_at.elapsed() < MIN_REFRESH {
                 return Ok(definition.clone());
             }
         }
