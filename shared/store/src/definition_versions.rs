@@ -355,34 +355,12 @@ impl Store {
         tenant: &TenantId,
     ) -> Result<Option<(DefinitionIndex, u64)>, StoreError> {
         for _ in 0..MAX_ATTEMPTS {
-            let table = &self.tables.tenants;
-            let pk = index_pk(tenant);
-            let out = self
-                .client
-                .get_item()
-                .table_name(table)
-                .key("pk", s(&pk))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| StoreError::dynamo("GetItem", table, e))?;
-            if let Some(item) = out.item {
-                let corrupt = |reason: String| StoreError::Corrupt {
-                    table: table.clone(),
-                    key: pk.clone(),
-                    reason,
-                };
-                let index = item
-                    .get("index")
-                    .and_then(|v| v.as_s().ok())
-                    .ok_or_else(|| corrupt("no `index`".into()))?;
-                let index: DefinitionIndex =
-                    serde_json::from_str(index).map_err(|e| corrupt(format!("`index`: {e}")))?;
-                let rev = item
-                    .get("rev")
-                    .and_then(|v| v.as_n().ok())
-                    .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| corrupt("no `rev`".into()))?;
+            let fetched = self
+                .get_consistent(&self.tables.tenants, &index_pk(tenant))
+                .await?;
+            if let Some(fetched) = fetched {
+                let index: DefinitionIndex = fetched.json("index")?;
+                let rev = fetched.number("rev", "no `rev`")?;
                 return Ok(Some((index, rev)));
             }
             // No index yet: the tenant's current definition becomes its first version.

@@ -131,6 +131,90 @@ impl Store {
     }
 }
 
+/// An item read by its `pk`, with the table and key to name when it is unreadable.
+#[derive(Debug)]
+pub(crate) struct Fetched {
+    pub table: String,
+    pub key: String,
+    pub item: std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+}
+
+impl Fetched {
+    /// The item is unreadable: why.
+    pub fn corrupt(&self, reason: impl Into<String>) -> StoreError {
+        StoreError::Corrupt {
+            table: self.table.clone(),
+            key: self.key.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A number attribute (`missing`: the reason when it is absent or not a number).
+    pub fn number(&self, name: &str, missing: &str) -> Result<u64, StoreError> {
+        self.item
+            .get(name)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| self.corrupt(missing))
+    }
+
+    /// A string attribute (`missing`: the reason when it is absent or not a string).
+    pub fn string(&self, name: &str, missing: &str) -> Result<&str, StoreError> {
+        self.item
+            .get(name)
+            .and_then(|v| v.as_s().ok())
+            .map(String::as_str)
+            .ok_or_else(|| self.corrupt(missing))
+    }
+
+    /// A string attribute holding JSON, decoded.
+    pub fn json<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T, StoreError> {
+        let text = self.string(name, &format!("no `{name}`"))?;
+        serde_json::from_str(text).map_err(|e| self.corrupt(format!("`{name}`: {e}")))
+    }
+
+    /// A versioned record: its `version` and its `body` (deflated JSON, see [`records`]).
+    pub fn versioned_body<T: serde::de::DeserializeOwned>(
+        &self,
+    ) -> Result<Versioned<T>, StoreError> {
+        let version = self.number("version", "no version")?;
+        let body = self
+            .item
+            .get("body")
+            .and_then(|v| v.as_b().ok())
+            .ok_or_else(|| self.corrupt("no body"))?;
+        let value = records::decode_body(body.as_ref()).map_err(|e| self.corrupt(e))?;
+        Ok(Versioned { value, version })
+    }
+}
+
+impl Store {
+    /// The item of `table` with hash key `pk`, read strongly consistently (`None`: none).
+    pub(crate) async fn get_consistent(
+        &self,
+        table: &str,
+        pk: &str,
+    ) -> Result<Option<Fetched>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .key(
+                "pk",
+                aws_sdk_dynamodb::types::AttributeValue::S(pk.to_owned()),
+            )
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem", table, e))?;
+        Ok(out.item.map(|item| Fetched {
+            table: table.to_owned(),
+            key: pk.to_owned(),
+            item,
+        }))
+    }
+}
+
 /// A client for DynamoDB Local (or any endpoint override): fixed region and dummy credentials,
 /// which DynamoDB Local accepts and which never reach AWS.
 pub fn local_client(endpoint: &str) -> Client {

@@ -150,36 +150,11 @@ impl Store {
         kind: RecordKind,
         id: &str,
     ) -> Result<Option<Versioned<T>>, StoreError> {
-        let table = &self.tables.state;
         let pk = record_pk(tenant, kind, id);
-        let out = self
-            .client
-            .get_item()
-            .table_name(table)
-            .key("pk", AttributeValue::S(pk.clone()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("GetItem", table, e))?;
-        let Some(item) = out.item else {
-            return Ok(None);
-        };
-        let corrupt = |reason: String| StoreError::Corrupt {
-            table: table.clone(),
-            key: pk.clone(),
-            reason,
-        };
-        let version = item
-            .get("version")
-            .and_then(|v| v.as_n().ok())
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| corrupt("no version".into()))?;
-        let body = item
-            .get("body")
-            .and_then(|v| v.as_b().ok())
-            .ok_or_else(|| corrupt("no body".into()))?;
-        let value = decode_body(body.as_ref()).map_err(corrupt)?;
-        Ok(Some(Versioned { value, version }))
+        match self.get_consistent(&self.tables.state, &pk).await? {
+            Some(fetched) => fetched.versioned_body().map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The version a record is at (0: not stored), strongly consistent, reading nothing else.

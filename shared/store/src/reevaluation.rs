@@ -291,35 +291,14 @@ impl Store {
         &self,
         tenant: &TenantId,
     ) -> Result<Option<Versioned<ReevaluationJob>>, StoreError> {
-        let table = &self.tables.tenants;
-        let pk = job_pk(tenant);
-        let out = self
-            .client
-            .get_item()
-            .table_name(table)
-            .key("pk", s(&pk))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("GetItem", table, e))?;
-        let Some(item) = out.item else {
+        let Some(fetched) = self
+            .get_consistent(&self.tables.tenants, &job_pk(tenant))
+            .await?
+        else {
             return Ok(None);
         };
-        let corrupt = |reason: String| StoreError::Corrupt {
-            table: table.clone(),
-            key: pk.clone(),
-            reason,
-        };
-        let job = item
-            .get("job")
-            .and_then(|v| v.as_s().ok())
-            .ok_or_else(|| corrupt("no `job`".into()))?;
-        let value = serde_json::from_str(job).map_err(|e| corrupt(format!("`job`: {e}")))?;
-        let version = item
-            .get("rev")
-            .and_then(|v| v.as_n().ok())
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| corrupt("no `rev`".into()))?;
+        let value = fetched.json("job")?;
+        let version = fetched.number("rev", "no `rev`")?;
         Ok(Some(Versioned { value, version }))
     }
 
@@ -990,36 +969,16 @@ impl Store {
         tenant: &TenantId,
         account: &str,
     ) -> Result<Option<(AccountRecord, u64, Option<String>)>, StoreError> {
-        let table = &self.tables.state;
         let pk = crate::records::record_pk(tenant, RecordKind::Account, account);
-        let out = self
-            .client
-            .get_item()
-            .table_name(table)
-            .key("pk", s(&pk))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("GetItem", table, e))?;
-        let Some(item) = out.item else {
+        let Some(fetched) = self.get_consistent(&self.tables.state, &pk).await? else {
             return Ok(None);
         };
-        let corrupt = |reason: String| StoreError::Corrupt {
-            table: table.clone(),
-            key: pk.clone(),
-            reason,
-        };
-        let version = item
-            .get("version")
-            .and_then(|v| v.as_n().ok())
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| corrupt("no version".into()))?;
-        let body = item
-            .get("body")
-            .and_then(|v| v.as_b().ok())
-            .ok_or_else(|| corrupt("no body".into()))?;
-        let record = crate::records::decode_body(body.as_ref()).map_err(corrupt)?;
-        let job = item
+        let Versioned {
+            value: record,
+            version,
+        } = fetched.versioned_body()?;
+        let job = fetched
+            .item
             .get("reevaluation")
             .and_then(|v| v.as_s().ok())
             .cloned();

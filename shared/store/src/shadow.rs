@@ -215,36 +215,19 @@ impl Store {
     }
 
     pub async fn shadow(&self, tenant: &TenantId) -> Result<Option<ShadowSetting>, StoreError> {
-        let table = &self.tables.tenants;
-        let pk = setting_pk(tenant);
-        let out = self
-            .client
-            .get_item()
-            .table_name(table)
-            .key("pk", s(&pk))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("GetItem", table, e))?;
-        let Some(item) = out.item else {
+        let Some(fetched) = self
+            .get_consistent(&self.tables.tenants, &setting_pk(tenant))
+            .await?
+        else {
             return Ok(None);
         };
         let text = |name: &str| {
-            item.get(name)
-                .and_then(|v| v.as_s().ok())
-                .cloned()
-                .ok_or_else(|| StoreError::Corrupt {
-                    table: table.clone(),
-                    key: pk.clone(),
-                    reason: format!("no `{name}`"),
-                })
+            fetched
+                .string(name, &format!("no `{name}`"))
+                .map(str::to_owned)
         };
-        let started_at =
-            Timestamp::parse(&text("started_at")?).map_err(|e| StoreError::Corrupt {
-                table: table.clone(),
-                key: pk.clone(),
-                reason: format!("`started_at`: {e}"),
-            })?;
+        let started_at = Timestamp::parse(&text("started_at")?)
+            .map_err(|e| fetched.corrupt(format!("`started_at`: {e}")))?;
         Ok(Some(ShadowSetting {
             version: text("version")?,
             author: text("author")?,

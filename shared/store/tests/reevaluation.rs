@@ -152,3 +152,63 @@ async fn the_job_counts_accounts_as_it_goes_through_a_table_shared_with_users_an
         assert_eq!(untouched.version, 1);
     }
 }
+
+#[tokio::test]
+async fn unreadable_items_are_named_with_what_is_wrong() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let (store, _db) = fresh_store().await;
+    let tenant = TenantId::parse("acme").unwrap();
+    let put = |table: String, item: Vec<(&'static str, AttributeValue)>| {
+        let store = store.clone();
+        async move {
+            let mut request = store.client().put_item().table_name(table);
+            for (name, value) in item {
+                request = request.item(name, value);
+            }
+            request.send().await.unwrap();
+        }
+    };
+    let state = store.tables().state.clone();
+    put(
+        state.clone(),
+        vec![
+            ("pk", AttributeValue::S("acme#account#a1".into())),
+            ("version", AttributeValue::N("3".into())),
+        ],
+    )
+    .await;
+    let error = store
+        .load_record::<AccountRecord>(&tenant, RecordKind::Account, "a1")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("acme#account#a1"), "{error}");
+    assert!(error.ends_with("no body"), "{error}");
+    put(
+        state,
+        vec![
+            ("pk", AttributeValue::S("acme#account#a2".into())),
+            ("version", AttributeValue::N("3".into())),
+            ("body", AttributeValue::B(vec![1, 2, 3].into())),
+        ],
+    )
+    .await;
+    let error = store
+        .load_record::<AccountRecord>(&tenant, RecordKind::Account, "a2")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("body is not deflated JSON"), "{error}");
+    put(
+        store.tables().tenants.clone(),
+        vec![
+            ("pk", AttributeValue::S("reevaluation#acme".into())),
+            ("job", AttributeValue::S("{".into())),
+            ("rev", AttributeValue::N("1".into())),
+        ],
+    )
+    .await;
+    let error = store.reevaluation(&tenant).await.unwrap_err().to_string();
+    assert!(error.contains("reevaluation#acme"), "{error}");
+    assert!(error.contains("`job`: EOF"), "{error}");
+}
