@@ -304,20 +304,12 @@ impl Store {
 
     /// Tenants with an unfinished job.
     pub async fn tenants_reevaluating(&self) -> Result<Vec<TenantId>, StoreError> {
-        let table = &self.tables.tenants;
-        let out = self
-            .client
-            .get_item()
-            .table_name(table)
-            .key("pk", s(REGISTRY_PK))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("GetItem", table, e))?;
-        let mut tenants: Vec<TenantId> = out
-            .item
+        let registry = self
+            .get_consistent(&self.tables.tenants, REGISTRY_PK)
+            .await?;
+        let mut tenants: Vec<TenantId> = registry
             .as_ref()
-            .and_then(|i| i.get("tenants"))
+            .and_then(|r| r.item.get("tenants"))
             .and_then(|v| v.as_ss().ok())
             .into_iter()
             .flatten()
@@ -425,20 +417,12 @@ impl Store {
 
     /// The accounts queued for a rebuild, sorted.
     pub async fn queued_rebuilds(&self, tenant: &TenantId) -> Result<Vec<String>, StoreError> {
-        let table = &self.tables.tenants;
-        let out = self
-            .client
-            .get_item()
-            .table_name(table)
-            .key("pk", s(rebuilds_pk(tenant)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("GetItem", table, e))?;
-        let mut accounts: Vec<String> = out
-            .item
+        let queue = self
+            .get_consistent(&self.tables.tenants, &rebuilds_pk(tenant))
+            .await?;
+        let mut accounts: Vec<String> = queue
             .as_ref()
-            .and_then(|i| i.get("accounts"))
+            .and_then(|q| q.item.get("accounts"))
             .and_then(|v| v.as_ss().ok())
             .cloned()
             .unwrap_or_default();
