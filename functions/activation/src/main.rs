@@ -1,22 +1,26 @@
 //! The activation Lambda function (binary `activation`): the events table's stream in, account
 //! and user state out. Everything is in the library; this only wires it to the runtime.
 
-use std::sync::Arc;
-
 use aws_lambda_events::event::dynamodb::Event;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use pql_activation::Activation;
+use pql_lambda_init::OnFirstUse;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     pql_lambda_init::init_logs();
-    // Built once per Lambda instance, reused by every invocation.
-    let store = pql_lambda_init::store_from_env().await?;
-    let activation = Arc::new(Activation::new(store));
+    // At init, only what fails fast: the settings. The AWS configuration and the DynamoDB
+    // client are built by the first invocation, once per instance, and reused.
+    let tables = pql_lambda_init::tables_from_env()?;
+    let activation = OnFirstUse::new("the DynamoDB client", || async {
+        pql_lambda_init::store(tables.clone())
+            .await
+            .map(Activation::new)
+    });
 
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Event>| {
-        let activation = activation.clone();
-        async move { Ok::<_, Error>(activation.handle(event.payload).await) }
+    let activation = &activation;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Event>| async move {
+        Ok::<_, Error>(activation.get().await?.handle(event.payload).await)
     }))
     .await
 }

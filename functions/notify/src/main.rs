@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use lambda_runtime::{service_fn, Error, LambdaEvent};
+use pql_lambda_init::OnFirstUse;
 use pql_notify::channels::SesMailer;
 use pql_notify::secrets::{SecretDefaults, Secrets, SecretsManagerSecrets, SsmParameters};
 use pql_notify::Notifier;
@@ -18,29 +19,35 @@ use pql_notify_fn::NotifyHandler;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     pql_lambda_init::init_logs();
-    // Built once per Lambda instance, reused by every invocation: one AWS configuration for
-    // every client (building a client on it does no I/O).
-    let config = pql_lambda_init::sdk_config().await?;
-    let store = pql_lambda_init::store_with(&config)?;
-    let endpoint = std::env::var("SES_ENDPOINT").ok();
-    let mailer = Arc::new(SesMailer::from_config(&config, endpoint.as_deref()));
-    // Secrets are read on first use, not here.
-    let secrets = Secrets::new(
-        Some(Arc::new(SsmParameters::new(aws_sdk_ssm::Client::new(
-            &config,
-        )))),
-        Some(Arc::new(SecretsManagerSecrets::new(
-            aws_sdk_secretsmanager::Client::new(&config),
-        ))),
-        SecretDefaults::from_env(),
-    );
-    let notifier = Notifier::new(store, mailer).with_secrets(Arc::new(secrets));
-    let handler = Arc::new(NotifyHandler::new(Arc::new(notifier)));
+    // At init, only what fails fast: the settings. The AWS configuration and the clients
+    // (DynamoDB, SES, SSM, Secrets Manager: one configuration for all) are built by the first
+    // invocation, once per instance, and reused. Secrets are read on first use.
+    let tables = pql_lambda_init::tables_from_env()?;
+    let ses_endpoint = std::env::var("SES_ENDPOINT").ok();
+    let defaults = SecretDefaults::from_env();
+    let handler = OnFirstUse::new("the AWS clients", || async {
+        let config = pql_lambda_init::sdk_config().await?;
+        let store = pql_lambda_init::store_with(&config, tables.clone());
+        let mailer = SesMailer::from_config(&config, ses_endpoint.as_deref());
+        let secrets = Secrets::new(
+            Some(Arc::new(SsmParameters::new(aws_sdk_ssm::Client::new(
+                &config,
+            )))),
+            Some(Arc::new(SecretsManagerSecrets::new(
+                aws_sdk_secretsmanager::Client::new(&config),
+            ))),
+            defaults.clone(),
+        );
+        let notifier = Notifier::new(store, Arc::new(mailer)).with_secrets(Arc::new(secrets));
+        Ok::<_, Error>(NotifyHandler::new(Arc::new(notifier)))
+    });
 
     // The alerts stream's batches, and the daily warm digest schedule.
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
-        let handler = handler.clone();
-        async move { handler.invoke(event.payload).await.map_err(Error::from) }
-    }))
+    let handler = &handler;
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            Ok::<_, Error>(handler.get().await?.invoke(event.payload).await?)
+        },
+    ))
     .await
 }

@@ -1,22 +1,26 @@
 //! The qualify Lambda function (binary `qualify`): the state table's stream in, lifecycle
 //! changes and alerts out. Everything is in the library; this only wires it to the runtime.
 
-use std::sync::Arc;
-
 use aws_lambda_events::event::dynamodb::Event;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
+use pql_lambda_init::OnFirstUse;
 use pql_qualify::Qualifier;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     pql_lambda_init::init_logs();
-    // Built once per Lambda instance, reused by every invocation.
-    let store = pql_lambda_init::store_from_env().await?;
-    let qualifier = Arc::new(Qualifier::new(store));
+    // At init, only what fails fast: the settings. The AWS configuration and the DynamoDB
+    // client are built by the first invocation, once per instance, and reused.
+    let tables = pql_lambda_init::tables_from_env()?;
+    let qualifier = OnFirstUse::new("the DynamoDB client", || async {
+        pql_lambda_init::store(tables.clone())
+            .await
+            .map(Qualifier::new)
+    });
 
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Event>| {
-        let qualifier = qualifier.clone();
-        async move { qualifier.handle(event.payload).await.map_err(Error::from) }
+    let qualifier = &qualifier;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Event>| async move {
+        Ok::<_, Error>(qualifier.get().await?.handle(event.payload).await?)
     }))
     .await
 }
