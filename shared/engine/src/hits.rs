@@ -158,7 +158,7 @@ impl HitRef<'_> {
 }
 
 /// Makes `slot` hold `text`, reusing its buffer when the lengths match (ids mostly do).
-fn refill(slot: &mut Box<str>, text: &str) {
+pub(crate) fn refill(slot: &mut Box<str>, text: &str) {
     if slot.len() != text.len() {
         *slot = text.into();
         return;

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::definition::{condition, Definition, Threshold, Window};
 use crate::event::{Event, EventKind};
-use crate::hits::{HitRef, HitSet, Keep, Order};
+use crate::hits::{refill, HitRef, HitSet, Keep, Order};
 use crate::time::Timestamp;
 
 /// A trait value with the event that set it; the latest write (by event time) wins.
@@ -272,10 +272,17 @@ impl AccountState {
     }
 
     fn set_trait(&mut self, name: &str, value: &Value, at: Timestamp, message: &str) -> bool {
-        if let Some(current) = self.traits.get(name) {
+        if let Some(current) = self.traits.get_mut(name) {
             if (current.at, &*current.message) >= (at, message) {
                 return false;
             }
+            // Updated in place: the name and message buffers are reused.
+            if current.value != *value {
+                current.value = value.clone();
+            }
+            current.at = at;
+            refill(&mut current.message, message);
+            return true;
         }
         self.traits.insert(
             name.to_owned(),
