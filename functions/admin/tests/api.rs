@@ -6,7 +6,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::Api;
+use common::{Api, V1};
 use pql_engine::event::parse_call;
 use pql_engine::{AccountState, Definition, Timestamp};
 use pql_store::alerts::{Observation, Observed};
@@ -17,28 +17,6 @@ use serde_json::{json, Value};
 
 const ADMIN_KEY: &str = "ak_test_secret";
 const WRITE_KEY: &str = "wk_test";
-
-const V1: &str = r#"
-name = "admin tests"
-[[milestone]]
-name = "created"
-event = "Project Created"
-count_at_least = 1
-points = 10
-[[milestone]]
-name = "invited"
-event = "Teammate Invited"
-count_at_least = 1
-points = 40
-[tiers]
-warm = 10
-hot = 40
-[activation]
-milestones = ["created"]
-[pql]
-min_tier = "hot"
-milestones = ["created", "invited"]
-"#;
 
 fn tenant() -> TenantId {
     TenantId::parse("acme").unwrap()

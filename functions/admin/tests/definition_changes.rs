@@ -6,7 +6,7 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 mod common;
 
-use common::Api;
+use common::{Api, V1};
 use pql_engine::event::parse_call;
 use pql_engine::{AccountState, Definition, Timestamp};
 use pql_store::alerts::Observation;
@@ -16,28 +16,6 @@ use pql_store::{AccountRecord, RecordKind, Store};
 use serde_json::{json, Value};
 
 const ADMIN_KEY: &str = "ak_changes";
-
-const V1: &str = r#"
-name = "changes"
-[[milestone]]
-name = "created"
-event = "Project Created"
-count_at_least = 1
-points = 10
-[[milestone]]
-name = "invited"
-event = "Teammate Invited"
-count_at_least = 1
-points = 40
-[tiers]
-warm = 10
-hot = 40
-[activation]
-milestones = ["created"]
-[pql]
-min_tier = "hot"
-milestones = ["created", "invited"]
-"#;
 
 /// Same tracking as V1 (so stored state answers it): inviting now disqualifies, creating a
 /// project is enough and worth 40. Initech leaves PQL (disqualified), globex enters it.

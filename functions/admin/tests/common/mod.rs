@@ -13,6 +13,30 @@ use pql_store::tenants::TenantId;
 use pql_store::Store;
 use serde_json::Value;
 
+/// The definition the tests start from: two milestones (creating a project is worth 10 and
+/// activates, an invitation 40), hot at 40, PQL needing both.
+pub const V1: &str = r#"
+name = "admin tests"
+[[milestone]]
+name = "created"
+event = "Project Created"
+count_at_least = 1
+points = 10
+[[milestone]]
+name = "invited"
+event = "Teammate Invited"
+count_at_least = 1
+points = 40
+[tiers]
+warm = 10
+hot = 40
+[activation]
+milestones = ["created"]
+[pql]
+min_tier = "hot"
+milestones = ["created", "invited"]
+"#;
+
 pub struct Api {
     pub base: String,
     pub client: reqwest::Client,
