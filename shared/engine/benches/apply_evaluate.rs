@@ -189,7 +189,7 @@ fn in_memory_bytes(state: &AccountState) -> usize {
             + set
                 .hits()
                 .iter()
-                .map(|h| chunk(h.message().len() + h.user().len()))
+                .map(|h| chunk(h.message.len()) + chunk(h.user.len()))
                 .sum::<usize>()
     };
     let sets = state

@@ -24,46 +24,35 @@ use crate::time::Timestamp;
 /// events than this to reach its threshold is under-counted; pick a coarser unit).
 pub const MAX_SUM_HITS: usize = 4096;
 
-/// One matching event. Stored as `{"at", "m": message id, "u": user, "v": value}`.
-#[derive(Debug, Clone, Deserialize)]
+/// One matching event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(from = "StoredHit")]
 pub struct Hit {
     pub at: Timestamp,
-    /// The message id then the user key, in one allocation (one `malloc` per hit, not two).
-    ids: Box<str>,
-    /// Where the user key starts in `ids`.
-    split: u32,
-    /// [`tag`]s of the message and the user, kept beside the hit: looking for a duplicate
-    /// then reads only the set's own contiguous memory, not every id's heap allocation
-    /// (those cache misses were most of the cost of `apply`).
-    tags: (u32, u32),
+    #[serde(rename = "m")]
+    pub message: Box<str>,
+    #[serde(rename = "u")]
+    pub user: Box<str>,
     /// Contribution to a sum, in millionths (0 for other thresholds).
+    #[serde(rename = "v", default, skip_serializing_if = "is_zero")]
     pub value: i64,
+    /// [`tag`]s of `message` and `user`, kept beside the hit: looking for a duplicate then
+    /// reads only the set's own contiguous memory, not every id's heap allocation (those
+    /// cache misses were most of the cost of `apply`).
+    #[serde(skip)]
+    tags: (u32, u32),
     /// The hit's decay growth factor ([`crate::definition::Scoring::growth`]) when it is
     /// known (NaN: not worked out yet, as after reading a stored state).
+    #[serde(skip)]
     growth: f64,
-}
-
-impl Serialize for Hit {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let mut hit = serializer.serialize_struct("Hit", 3 + usize::from(self.value != 0))?;
-        hit.serialize_field("at", &self.at)?;
-        hit.serialize_field("m", self.message())?;
-        hit.serialize_field("u", self.user())?;
-        if self.value != 0 {
-            hit.serialize_field("v", &self.value)?;
-        }
-        hit.end()
-    }
 }
 
 /// Equal when the stored fields are: tags and growth are derived from them.
 impl PartialEq for Hit {
     fn eq(&self, other: &Self) -> bool {
         self.at == other.at
-            && self.split == other.split
-            && self.ids == other.ids
+            && self.message == other.message
+            && self.user == other.user
             && self.value == other.value
     }
 }
@@ -71,40 +60,10 @@ impl PartialEq for Hit {
 impl Eq for Hit {}
 
 impl Hit {
-    /// The id of the event's message.
-    #[inline]
-    pub fn message(&self) -> &str {
-        &self.ids[..self.split as usize]
-    }
-
-    /// The user (or anonymous id) who sent it.
-    #[inline]
-    pub fn user(&self) -> &str {
-        &self.ids[self.split as usize..]
-    }
-
     /// The cached decay growth factor, when known.
     pub fn growth(&self) -> Option<f64> {
         (!self.growth.is_nan()).then_some(self.growth)
     }
-}
-
-/// `message` then `user` in one allocation, reusing `slot`'s when the length matches (ids
-/// mostly do), and where the user starts.
-fn fill_ids(slot: &mut Box<str>, message: &str, user: &str) -> u32 {
-    let mut buffer = if slot.len() == message.len() + user.len() {
-        // Capacity equals length: neither `push_str` nor `into_boxed_str` reallocates.
-        let mut reused = String::from(std::mem::take(slot));
-        reused.clear();
-        reused
-    } else {
-        String::with_capacity(message.len() + user.len())
-    };
-    buffer.push_str(message);
-    buffer.push_str(user);
-    *slot = buffer.into_boxed_str();
-    // Message ids are short (the parser rejects 100 characters or more).
-    message.len() as u32
 }
 
 /// A hit as stored; its tags are worked out again when it is read.
@@ -121,14 +80,12 @@ struct StoredHit {
 
 impl From<StoredHit> for Hit {
     fn from(h: StoredHit) -> Hit {
-        let mut ids = Box::default();
-        let split = fill_ids(&mut ids, &h.message, &h.user);
         Hit {
             tags: (tag(&h.message), tag(&h.user)),
             growth: f64::NAN,
             at: h.at,
-            ids,
-            split,
+            message: h.message,
+            user: h.user,
             value: h.value,
         }
     }
@@ -147,6 +104,10 @@ fn tag(id: &str) -> u32 {
         | u32::from(b[n - 1]) << 8
         | u32::from(b[n.saturating_sub(2)]) << 16
         | u32::from(b[n / 2]) << 24
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
 }
 
 /// Which end of history matters.
@@ -185,12 +146,10 @@ pub struct HitRef<'a> {
 impl HitRef<'_> {
     /// The hit, owned; `tags` are those of its message and user.
     fn to_owned_hit(self, tags: (u32, u32)) -> Hit {
-        let mut ids = Box::default();
-        let split = fill_ids(&mut ids, self.message, self.user);
         Hit {
             at: self.at,
-            ids,
-            split,
+            message: self.message.into(),
+            user: self.user.into(),
             value: self.value,
             tags,
             growth: self.growth,
@@ -269,8 +228,8 @@ impl HitSet {
     /// Whether `a` has the key of `b` (whose message and user tags are `tags`).
     fn same_key(keep: Keep, a: &Hit, b: &HitRef<'_>, tags: (u32, u32)) -> bool {
         match keep {
-            Keep::Events(_) | Keep::Sum(_) => a.tags.0 == tags.0 && a.message() == b.message,
-            Keep::Users(_) => a.tags.1 == tags.1 && a.user() == b.user,
+            Keep::Events(_) | Keep::Sum(_) => a.tags.0 == tags.0 && *a.message == *b.message,
+            Keep::Users(_) => a.tags.1 == tags.1 && *a.user == *b.user,
             Keep::Days(_) => a.at.day() == b.at.day(),
         }
     }
@@ -322,11 +281,10 @@ impl HitSet {
     /// Whether [`HitSet::insert`] would certainly ignore a hit at `at` with this message: the
     /// set is full and the hit ranks after its last. Lets callers skip testing filters on
     /// events that cannot matter any more (most of them, once an earliest-N set is full).
-    #[inline]
     pub fn rejects(&self, order: Order, keep: Keep, at: Timestamp, message: &str) -> bool {
         self.is_full(keep)
             && self.hits.last().is_some_and(|last| {
-                rank(order, (at, message), (last.at, last.message())) == Ordering::Greater
+                rank(order, (at, message), (last.at, &last.message)) == Ordering::Greater
             })
     }
 
@@ -347,7 +305,7 @@ impl HitSet {
         {
             Some(i) => {
                 let existing = &self.hits[i];
-                if rank(order, key, (existing.at, existing.message())) != Ordering::Less {
+                if rank(order, key, (existing.at, &existing.message)) != Ordering::Less {
                     return false;
                 }
                 Some(i)
@@ -363,7 +321,7 @@ impl HitSet {
         };
         let at = self
             .hits
-            .partition_point(|h| rank(order, (h.at, h.message()), key) == Ordering::Less);
+            .partition_point(|h| rank(order, (h.at, &h.message), key) == Ordering::Less);
         match vacated {
             // The new hit ranks before the vacated one (at <= i): rotate the vacated slot into
             // place and reuse its allocations, sparing the allocator on the many events that
@@ -371,7 +329,8 @@ impl HitSet {
             Some(i) => {
                 self.hits[at..=i].rotate_right(1);
                 let slot = &mut self.hits[at];
-                slot.split = fill_ids(&mut slot.ids, hit.message, hit.user);
+                refill(&mut slot.message, hit.message);
+                refill(&mut slot.user, hit.user);
                 slot.at = hit.at;
                 slot.value = hit.value;
                 slot.tags = tags;
@@ -419,8 +378,8 @@ impl HitSet {
                 keep,
                 HitRef {
                     at: h.at,
-                    message: h.message(),
-                    user: h.user(),
+                    message: &h.message,
+                    user: &h.user,
                     value: h.value,
                     growth: h.growth,
                 },
@@ -445,7 +404,7 @@ mod tests {
     }
 
     fn messages(set: &HitSet) -> Vec<&str> {
-        set.hits().iter().map(|h| h.message()).collect()
+        set.hits().iter().map(|h| &*h.message).collect()
     }
 
     #[test]
@@ -464,7 +423,7 @@ mod tests {
             "after a full prefix"
         );
         assert_eq!(messages(&set), ["a", "b"]);
-        assert_eq!(set.completion(keep).unwrap().message(), "b");
+        assert_eq!(&*set.completion(keep).unwrap().message, "b");
     }
 
     #[test]
@@ -486,7 +445,7 @@ mod tests {
         set.insert(Order::Earliest, keep, hit(60, "m3", "bob"));
         set.insert(Order::Earliest, keep, hit(70, "m4", "cat"));
         assert_eq!(messages(&set), ["m2", "m3"]);
-        assert_eq!(set.completion(keep).unwrap().user(), "bob");
+        assert_eq!(&*set.completion(keep).unwrap().user, "bob");
     }
 
     #[test]
@@ -519,41 +478,6 @@ mod tests {
             );
         }
         assert_eq!(messages(&set), ["z", "a"]);
-        assert_eq!(set.completion(keep).unwrap().message(), "a");
-    }
-
-    /// Stored states must stay readable: a hit is stored as `at`, `m`, `u` and `v` (when not
-    /// 0), whatever its layout in memory.
-    #[test]
-    fn hits_are_stored_as_at_message_user_value() {
-        let mut set = HitSet::default();
-        let keep = Keep::Sum(10_000_000);
-        let mut h = hit(2, "m-2", "bob");
-        h.value = 3_000_000;
-        set.insert(Order::Earliest, keep, h);
-        set.insert(Order::Earliest, keep, hit(1, "m-1", "ann"));
-        let json = serde_json::to_string(&set).unwrap();
-        assert_eq!(
-            json,
-            r#"[{"at":"1970-01-01T00:00:00.001Z","m":"m-1","u":"ann"},{"at":"1970-01-01T00:00:00.002Z","m":"m-2","u":"bob","v":3000000}]"#
-        );
-        let back: HitSet = serde_json::from_str(&json).unwrap();
-        assert_eq!(back, set);
-        assert_eq!(
-            (back.hits()[1].message(), back.hits()[1].user()),
-            ("m-2", "bob")
-        );
-        // A replaced hit of another length gets its ids right too.
-        let mut latest = HitSet::default();
-        latest.insert(Order::Latest, Keep::Events(1), hit(1, "m-1", "ann"));
-        latest.insert(
-            Order::Latest,
-            Keep::Events(1),
-            hit(5, "m-100", "anonymous-9"),
-        );
-        assert_eq!(
-            (latest.hits()[0].message(), latest.hits()[0].user()),
-            ("m-100", "anonymous-9")
-        );
+        assert_eq!(&*set.completion(keep).unwrap().message, "a");
     }
 }

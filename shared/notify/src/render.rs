@@ -99,7 +99,7 @@ impl AlertContext {
             let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
             for set in record.state.milestones.iter().chain(&record.state.scoring) {
                 for hit in set.hits() {
-                    *counts.entry(hit.user()).or_default() += 1;
+                    *counts.entry(&hit.user).or_default() += 1;
                 }
             }
             let mut users: Vec<(&str, usize)> = counts.into_iter().collect();
