@@ -480,4 +480,27 @@ mod tests {
         assert_eq!(messages(&set), ["z", "a"]);
         assert_eq!(&*set.completion(keep).unwrap().message, "a");
     }
+
+    /// Stored states must stay readable: a hit is stored as `at`, `m`, `u` and `v` (when not
+    /// 0), whatever its layout in memory.
+    #[test]
+    fn hits_are_stored_as_at_message_user_value() {
+        let mut set = HitSet::default();
+        let keep = Keep::Sum(10_000_000);
+        let mut h = hit(2, "m-2", "bob");
+        h.value = 3_000_000;
+        set.insert(Order::Earliest, keep, h);
+        set.insert(Order::Earliest, keep, hit(1, "m-1", "ann"));
+        let json = serde_json::to_string(&set).unwrap();
+        assert_eq!(
+            json,
+            r#"[{"at":"1970-01-01T00:00:00.001Z","m":"m-1","u":"ann"},{"at":"1970-01-01T00:00:00.002Z","m":"m-2","u":"bob","v":3000000}]"#
+        );
+        let back: HitSet = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, set);
+        assert_eq!(
+            (&*back.hits()[1].message, &*back.hits()[1].user),
+            ("m-2", "bob")
+        );
+    }
 }
