@@ -16,7 +16,7 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use pql_engine::definition::{Tier, Window};
-use pql_engine::state::milestone_shape;
+use pql_engine::hits::Hit;
 use pql_engine::{verdict, AccountState, Definition, Timestamp};
 
 use crate::records::{record_pk, RecordKind};
@@ -81,7 +81,7 @@ pub fn next_due(
         let Window::Sliding(days) = m.window else {
             continue;
         };
-        let (_, keep) = milestone_shape(&m.threshold, m.window);
+        let (_, keep) = m.shape;
         if let Some(completing) = set.completion(keep) {
             consider(completing.at.plus_days(days));
         }
@@ -89,12 +89,13 @@ pub fn next_due(
     let scoring = &definition.scoring;
     if scoring.half_life_days.is_some() || scoring.window_days.is_some() {
         let v = verdict(definition, state, clock);
-        let weighs = |at: Timestamp| scoring.weight(at.days_before(clock)) >= NEGATIVE_WEIGHT_FLOOR;
+        let decay = scoring.clock(clock);
+        let weighs = |h: &Hit| decay.weight(h) >= NEGATIVE_WEIGHT_FLOOR;
         let negative_points_weigh = scoring
             .events
             .iter()
             .zip(&state.scoring)
-            .any(|(rule, set)| rule.points < 0.0 && set.hits().iter().any(|h| weighs(h.at)));
+            .any(|(rule, set)| rule.points < 0.0 && set.hits().iter().any(weighs));
         if v.tier > Tier::Cold || negative_points_weigh {
             consider(clock.plus_days(DECAY_RECHECK_DAYS));
         }

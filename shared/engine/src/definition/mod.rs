@@ -230,10 +230,6 @@ pub struct Milestone {
 }
 
 impl Milestone {
-    pub fn matches(&self, event: &Event) -> bool {
-        self.selector.matches(event) && self.filters_match(event)
-    }
-
     /// The property and trait filters alone (callers that tested the selector already).
     pub fn filters_match(&self, event: &Event) -> bool {
         self.filters
@@ -257,18 +253,6 @@ fn growth(half_life_days: f64, at: Timestamp) -> f64 {
 }
 
 impl Scoring {
-    /// Weight of something that happened `age_days` ago: 1 now, halving every half-life, 0
-    /// outside the hard window.
-    pub fn weight(&self, age_days: f64) -> f64 {
-        if self.window_days.is_some_and(|w| age_days > w) {
-            return 0.0;
-        }
-        match self.half_life_days {
-            Some(h) => (-age_days / h).exp2(),
-            None => 1.0,
-        }
-    }
-
     /// `2^((at - 2020) / half-life)`: the part of a hit's decay weight that depends on the hit
     /// alone, so it is worked out once per hit (when the hit is stored) rather than at every
     /// evaluation. 1 without a half-life.
@@ -359,10 +343,6 @@ pub struct EventPoints {
 }
 
 impl EventPoints {
-    pub fn matches(&self, event: &Event) -> bool {
-        self.selector.matches(event) && self.filters_match(event)
-    }
-
     /// The property and trait filters alone (callers that tested the selector already).
     pub fn filters_match(&self, event: &Event) -> bool {
         self.filters
