@@ -50,33 +50,20 @@ where
             .await
     }
 
-    /// The value if an invocation has built it.
-    pub fn built(&self) -> Option<&T> {
+    /// The value if an invocation has built it (for tests: callers use `get`).
+    #[cfg(test)]
+    fn built(&self) -> Option<&T> {
         self.cell.get()
     }
 }
 
 /// [`OnFirstUse::get`] failed: this invocation fails, the next one tries again.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("building {what} on first use failed (the next invocation tries again): {source}")]
 pub struct FirstUseError {
     what: &'static str,
+    #[source]
     source: BoxError,
-}
-
-impl std::fmt::Display for FirstUseError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "building {} on first use failed (the next invocation tries again): {}",
-            self.what, self.source
-        )
-    }
-}
-
-impl std::error::Error for FirstUseError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(self.source.as_ref())
-    }
 }
 
 /// JSON logs for CloudWatch (Lambda adds the time); the level from `AWS_LAMBDA_LOG_LEVEL`
