@@ -53,6 +53,7 @@
 //! Raw events are kept for `EVENT_RETENTION_DAYS`: a rebuild sees only what is still stored.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{AttributeValue, Select};
@@ -60,6 +61,7 @@ use pql_engine::{AccountState, Definition, Ledger, StateMap, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::alerts::{Observation, Observed};
+use crate::definitions::VersionCache;
 use crate::events::decode_event;
 use crate::records::RecordKind;
 use crate::sweep::{due_attributes, next_due};
@@ -200,6 +202,9 @@ pub struct RebuildCache {
     /// scanned. A rebuild replaces a record only if it is still at that version: an event
     /// the activation function applied to it since may be missing from the scan.
     versions: HashMap<String, u64>,
+    /// The stored versions states are mapped from, and their maps to the target, for every
+    /// chunk this runner takes.
+    definitions: VersionCache,
 }
 
 /// Replays events through the engine's ledger: each account's state and event clock.
@@ -466,14 +471,13 @@ impl Store {
             return Ok(());
         };
         let id = format!("rebuild@{}", now.millis());
-        let mut maps = HashMap::new();
         for account in queued {
             let how = How {
                 force_rebuild: true,
                 identity: false,
             };
             match self
-                .reevaluate_account(tenant, &id, &target, account, now, cache, &mut maps, how)
+                .reevaluate_account(tenant, &id, &target, account, now, cache, how)
                 .await
             {
                 Ok(AccountOutcome::Rebuilt { qualified, .. }) => {
@@ -673,12 +677,11 @@ impl Store {
                 return Ok(Some(report));
             }
         };
-        let mut maps: HashMap<String, Option<StateMap>> = HashMap::new();
         // When the previous version's states map to the target, a state that already follows
         // the target was mapped (or started) by the activation function: nothing to rebuild.
         let identity = match job.previous.as_deref() {
             Some(previous) => self
-                .state_map(tenant, previous, &target, &mut maps)
+                .state_map(tenant, previous, &target, &cache.definitions)
                 .await
                 .unwrap_or(None)
                 .is_some(),
@@ -690,16 +693,7 @@ impl Store {
                 identity,
             };
             let outcome = self
-                .reevaluate_account(
-                    tenant,
-                    &job.id,
-                    &target,
-                    &item.account,
-                    now,
-                    cache,
-                    &mut maps,
-                    how,
-                )
+                .reevaluate_account(tenant, &job.id, &target, &item.account, now, cache, how)
                 .await;
             report.accounts += 1;
             job.done += 1;
@@ -746,26 +740,19 @@ impl Store {
     }
 
     /// How `from` states read as `target` states (`None`: they do not, or `from` is not
-    /// stored), cached per chunk.
+    /// stored), read and worked out once per runner.
     async fn state_map(
         &self,
         tenant: &TenantId,
         from: &str,
         target: &Definition,
-        maps: &mut HashMap<String, Option<StateMap>>,
-    ) -> Result<Option<StateMap>, String> {
-        if !maps.contains_key(from) {
-            let map = match self
-                .definition_version(tenant, from)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                Some(stored) => StateMap::between(&stored.definition, target).ok(),
-                None => None,
-            };
-            maps.insert(from.to_owned(), map);
-        }
-        Ok(maps[from].clone())
+        definitions: &VersionCache,
+    ) -> Result<Option<Arc<StateMap>>, String> {
+        let from = definitions
+            .get(self, tenant, from)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(from.and_then(|from| definitions.map(&from, target)))
     }
 
     /// Re-evaluates one account under `target` for job `job_id` (idempotent).
@@ -783,7 +770,6 @@ impl Store {
         account: &str,
         now: Timestamp,
         cache: &mut RebuildCache,
-        maps: &mut HashMap<String, Option<StateMap>>,
         how: How,
     ) -> Result<AccountOutcome, String> {
         for _ in 0..ACCOUNT_ATTEMPTS {
@@ -802,7 +788,7 @@ impl Store {
                 how.identity.then(|| record.state.clone())
             } else {
                 let from = record.state.definition_version.clone();
-                self.state_map(tenant, &from, target, maps)
+                self.state_map(tenant, &from, target, &cache.definitions)
                     .await?
                     .and_then(|m| m.map(target, &record.state))
             };
