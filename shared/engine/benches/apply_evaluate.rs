@@ -174,18 +174,19 @@ fn chunk(n: usize) -> usize {
     }
 }
 
-/// Approximate bytes of one state in memory: the struct, its vectors (a `Vec` grows 4, 8, 16,
-/// ...), every boxed string and the trait map's entries, in allocator chunks.
+/// Approximate bytes of one state in memory: the struct, its vectors (by capacity: the
+/// state's vectors are sized by the definition, a hit set's by its bound), every boxed string
+/// and the trait map's entries, in allocator chunks.
 fn in_memory_bytes(state: &AccountState) -> usize {
-    let vec = |len: usize, item: usize| {
-        if len == 0 {
+    let vec = |capacity: usize, item: usize| {
+        if capacity == 0 {
             0
         } else {
-            chunk(len.max(4).next_power_of_two() * item)
+            chunk(capacity * item)
         }
     };
     let set_bytes = |set: &HitSet| {
-        vec(set.len(), size_of::<Hit>())
+        vec(set.capacity(), size_of::<Hit>())
             + set
                 .hits()
                 .iter()

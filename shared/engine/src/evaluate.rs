@@ -12,7 +12,7 @@ use crate::definition::{
 };
 use crate::hits::{Hit, HitSet};
 use crate::lifecycle::Stage;
-use crate::state::AccountState;
+use crate::state::{AccountState, TraitFacts};
 use crate::time::Timestamp;
 
 /// The essentials of a decision, computed without allocating.
@@ -167,12 +167,19 @@ struct TraitView<'a> {
 
 impl<'a> TraitView<'a> {
     fn new(definition: &'a Definition, state: &'a AccountState) -> Self {
+        Self::with_facts(definition, state, state.trait_facts(definition))
+    }
+
+    /// The view, with the state's trait facts already looked up.
+    fn with_facts(
+        definition: &'a Definition,
+        state: &'a AccountState,
+        facts: Option<&TraitFacts>,
+    ) -> Self {
         TraitView {
             definition,
             state,
-            account_bits: state
-                .trait_facts(definition)
-                .and_then(|f| f.account_conditions),
+            account_bits: facts.and_then(|f| f.account_conditions),
         }
     }
 
@@ -260,7 +267,9 @@ struct Facts {
 }
 
 fn facts(definition: &Definition, state: &AccountState, now: Timestamp) -> Facts {
-    let signed_up_at = state.signed_up_at(definition);
+    // Looked up once: checking that the facts are this definition's compares version ids.
+    let trait_facts = state.trait_facts(definition);
+    let signed_up_at = state.signed_up_at_with(definition, trait_facts);
     let mut met = 0u128;
     let clock = definition.scoring.clock(now);
     let mut score = event_points(definition, state, now, &clock);
@@ -280,7 +289,7 @@ fn facts(definition: &Definition, state: &AccountState, now: Timestamp) -> Facts
         }
     }
     let is_met = |i: usize| i < 128 && met & (1 << i) != 0;
-    let traits = TraitView::new(definition, state);
+    let traits = TraitView::with_facts(definition, state, trait_facts);
     let fit_score = definition
         .fit
         .conditions

@@ -24,6 +24,10 @@ use crate::time::Timestamp;
 /// events than this to reach its threshold is under-counted; pick a coarser unit).
 pub const MAX_SUM_HITS: usize = 4096;
 
+/// The most hits a set makes room for at its first insert (a large threshold grows as
+/// needed).
+const MAX_RESERVED_HITS: usize = 16;
+
 /// One matching event.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(from = "StoredHit")]
@@ -211,6 +215,11 @@ impl HitSet {
         self.hits.len()
     }
 
+    /// How many hits fit without reallocating (for memory accounting).
+    pub fn capacity(&self) -> usize {
+        self.hits.capacity()
+    }
+
     /// The sum of the hits' cached decay growth factors, in order, when all are cached.
     pub fn growth_sum(&self) -> Option<f64> {
         (!self.growth_sum.is_nan()).then_some(self.growth_sum)
@@ -336,7 +345,18 @@ impl HitSet {
                 slot.tags = tags;
                 slot.growth = hit.growth;
             }
-            None => self.hits.insert(at, hit.to_owned_hit(tags)),
+            None => {
+                if self.hits.capacity() == 0 {
+                    // Room for the whole bound at once (most sets fill up): no regrowth, and
+                    // no capacity beyond what the set can hold.
+                    let bound = match keep {
+                        Keep::Events(n) | Keep::Users(n) | Keep::Days(n) => n as usize,
+                        Keep::Sum(_) => 4,
+                    };
+                    self.hits.reserve_exact(bound.min(MAX_RESERVED_HITS));
+                }
+                self.hits.insert(at, hit.to_owned_hit(tags))
+            }
         }
         self.trim(keep);
         self.refresh_growth_sum();
@@ -424,6 +444,18 @@ mod tests {
         );
         assert_eq!(messages(&set), ["a", "b"]);
         assert_eq!(&*set.completion(keep).unwrap().message, "b");
+    }
+
+    /// A bounded set allocates room for its bound once, not a power of two above it.
+    #[test]
+    fn a_count_set_makes_room_for_its_bound_once() {
+        let mut set = HitSet::default();
+        let keep = Keep::Events(3);
+        for (at, m) in [(50, "e"), (40, "d"), (30, "c"), (20, "b"), (10, "a")] {
+            set.insert(Order::Earliest, keep, hit(at, m, "u"));
+        }
+        assert_eq!(messages(&set), ["a", "b", "c"]);
+        assert_eq!(set.capacity(), 3);
     }
 
     #[test]

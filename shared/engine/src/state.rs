@@ -341,7 +341,16 @@ impl AccountState {
     /// When the account signed up: the definition's sign-up trait if the account has a valid
     /// one, else the first event seen.
     pub fn signed_up_at(&self, definition: &Definition) -> Option<Timestamp> {
-        match self.trait_facts(definition) {
+        self.signed_up_at_with(definition, self.trait_facts(definition))
+    }
+
+    /// [`AccountState::signed_up_at`], given `self.trait_facts(definition)`.
+    pub(crate) fn signed_up_at_with(
+        &self,
+        definition: &Definition,
+        facts: Option<&TraitFacts>,
+    ) -> Option<Timestamp> {
+        match facts {
             Some(facts) => facts.signup,
             None => signup_trait(definition, &self.traits),
         }
