@@ -250,47 +250,25 @@ impl Store {
         tenant: &TenantId,
         account: &str,
     ) -> Result<Versioned<LifecycleRecord>, StoreError> {
-        let table = &self.tables.alerts;
         let pk = alerts_pk(tenant, account);
-        let out = self
-            .client
-            .get_item()
-            .table_name(table)
-            .key("pk", s(&pk))
-            .key("sk", n(LIFECYCLE_SK))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("GetItem", table, e))?;
-        let Some(item) = out.item else {
+        let key_text = format!("{pk}/{LIFECYCLE_SK}");
+        let key = HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), n(LIFECYCLE_SK))]);
+        let Some(fetched) = self
+            .get_consistent_item(&self.tables.alerts, key, key_text)
+            .await?
+        else {
             return Ok(Versioned {
                 value: LifecycleRecord::default(),
                 version: 0,
             });
         };
-        let corrupt = |reason: String| StoreError::Corrupt {
-            table: table.clone(),
-            key: format!("{pk}/0"),
-            reason,
-        };
-        let number = |name: &str| -> Result<u64, StoreError> {
-            item.get(name)
-                .and_then(|v| v.as_n().ok())
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| corrupt(format!("no `{name}`")))
-        };
-        let lifecycle = item
-            .get("lifecycle")
-            .and_then(|v| v.as_s().ok())
-            .ok_or_else(|| corrupt("no `lifecycle`".into()))?;
-        let lifecycle: Lifecycle =
-            serde_json::from_str(lifecycle).map_err(|e| corrupt(format!("`lifecycle`: {e}")))?;
+        let lifecycle: Lifecycle = fetched.json("lifecycle")?;
         Ok(Versioned {
             value: LifecycleRecord {
                 lifecycle,
-                observed_version: number("observed_version")?,
+                observed_version: fetched.number("observed_version", "no `observed_version`")?,
             },
-            version: number("version")?,
+            version: fetched.number("version", "no `version`")?,
         })
     }
 
@@ -383,37 +361,14 @@ impl Store {
 
     /// The account's alerts, in sequence order.
     pub async fn alerts(&self, tenant: &TenantId, account: &str) -> Result<Vec<Alert>, StoreError> {
-        let table = &self.tables.alerts;
         let pk = alerts_pk(tenant, account);
         let mut alerts = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(table)
-                .key_condition_expression("pk = :pk AND sk >= :first")
-                .expression_attribute_values(":pk", s(&pk))
-                .expression_attribute_values(":first", n(1))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| StoreError::dynamo("Query", table, e))?;
-            for item in out.items() {
-                alerts.push(
-                    Alert::from_item(item).map_err(|reason| StoreError::Corrupt {
-                        table: table.clone(),
-                        key: pk.clone(),
-                        reason,
-                    })?,
-                );
-            }
-            match out.last_evaluated_key {
-                Some(key) => start = Some(key),
-                None => return Ok(alerts),
-            }
-        }
+        self.query_partition(&self.tables.alerts, &pk, "sk >= :sk", n(1), |item| {
+            alerts.push(Alert::from_item(item)?);
+            Ok(())
+        })
+        .await?;
+        Ok(alerts)
     }
 
     /// Feeds the account's current decision to its lifecycle and stores the outcome: the

@@ -43,7 +43,7 @@ use sha2::{Digest, Sha256};
 
 use crate::alerts::alerts_pk;
 use crate::tenants::TenantId;
-use crate::{Conflict, Store, StoreError};
+use crate::{Conflict, Fetched, Store, StoreError};
 
 /// The sort key of the deliveries of the `sequence`-th alert.
 pub fn deliveries_sk(sequence: u32) -> i64 {
@@ -562,24 +562,26 @@ impl Store {
         account: &str,
         sequence: u32,
     ) -> Result<Vec<Delivery>, StoreError> {
-        let table = &self.tables.alerts;
-        let out = self
-            .client
-            .get_item()
-            .table_name(table)
-            .set_key(Some(self.deliveries_key(tenant, account, sequence)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("GetItem", table, e))?;
-        match out.item {
+        match self.deliveries_item(tenant, account, sequence).await? {
             None => Ok(Vec::new()),
-            Some(item) => parse_deliveries(&item).map_err(|reason| StoreError::Corrupt {
-                table: table.clone(),
-                key: format!("{}/{}", alerts_pk(tenant, account), deliveries_sk(sequence)),
-                reason,
-            }),
+            Some(fetched) => parse_deliveries(&fetched.item).map_err(|r| fetched.corrupt(r)),
         }
+    }
+
+    /// The deliveries item of one alert (its states and feedback), strongly consistent.
+    async fn deliveries_item(
+        &self,
+        tenant: &TenantId,
+        account: &str,
+        sequence: u32,
+    ) -> Result<Option<Fetched>, StoreError> {
+        let key_text = format!("{}/{}", alerts_pk(tenant, account), deliveries_sk(sequence));
+        self.get_consistent_item(
+            &self.tables.alerts,
+            self.deliveries_key(tenant, account, sequence),
+            key_text,
+        )
+        .await
     }
 
     /// The deliveries of every alert of an account (one query): what was sent before, for
@@ -589,37 +591,14 @@ impl Store {
         tenant: &TenantId,
         account: &str,
     ) -> Result<Vec<Delivery>, StoreError> {
-        let table = &self.tables.alerts;
         let pk = alerts_pk(tenant, account);
         let mut all = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(table)
-                .key_condition_expression("pk = :pk AND sk < :zero")
-                .expression_attribute_values(":pk", s(&pk))
-                .expression_attribute_values(":zero", n(0))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| StoreError::dynamo("Query", table, e))?;
-            for item in out.items() {
-                all.extend(
-                    parse_deliveries(item).map_err(|reason| StoreError::Corrupt {
-                        table: table.clone(),
-                        key: pk.clone(),
-                        reason,
-                    })?,
-                );
-            }
-            match out.last_evaluated_key {
-                Some(key) => start = Some(key),
-                None => return Ok(all),
-            }
-        }
+        self.query_partition(&self.tables.alerts, &pk, "sk < :sk", n(0), |item| {
+            all.extend(parse_deliveries(item)?);
+            Ok(())
+        })
+        .await?;
+        Ok(all)
     }
 
     /// Every delivery state of the table (a scan: for `pql alerts list`, an operator's
@@ -722,17 +701,8 @@ impl Store {
         account: &str,
         sequence: u32,
     ) -> Result<Option<Feedback>, StoreError> {
-        let table = &self.tables.alerts;
-        let out = self
-            .client
-            .get_item()
-            .table_name(table)
-            .set_key(Some(self.deliveries_key(tenant, account, sequence)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("GetItem", table, e))?;
-        Ok(out.item.as_ref().and_then(parse_feedback))
+        let fetched = self.deliveries_item(tenant, account, sequence).await?;
+        Ok(fetched.and_then(|f| parse_feedback(&f.item)))
     }
 
     /// One alert (strongly consistent), if it exists.
@@ -742,26 +712,14 @@ impl Store {
         account: &str,
         sequence: u32,
     ) -> Result<Option<crate::alerts::Alert>, StoreError> {
-        let table = &self.tables.alerts;
         let pk = alerts_pk(tenant, account);
-        let out = self
-            .client
-            .get_item()
-            .table_name(table)
-            .key("pk", s(&pk))
-            .key("sk", n(sequence))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("GetItem", table, e))?;
-        out.item
-            .map(|item| {
-                crate::alerts::Alert::from_item(&item).map_err(|reason| StoreError::Corrupt {
-                    table: table.clone(),
-                    key: format!("{pk}/{sequence}"),
-                    reason,
-                })
-            })
+        let key_text = format!("{pk}/{sequence}");
+        let key = HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), n(sequence))]);
+        let fetched = self
+            .get_consistent_item(&self.tables.alerts, key, key_text)
+            .await?;
+        fetched
+            .map(|f| crate::alerts::Alert::from_item(&f.item).map_err(|r| f.corrupt(r)))
             .transpose()
     }
 
@@ -990,21 +948,17 @@ impl Store {
 
     /// The (tenant, destination) pairs with a digest on `day`.
     pub async fn digest_index(&self, day: &str) -> Result<Vec<(TenantId, String)>, StoreError> {
-        let table = &self.tables.alerts;
-        let out = self
-            .client
-            .get_item()
-            .table_name(table)
-            .set_key(Some(digest_index_key(day)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("GetItem", table, e))?;
+        let fetched = self
+            .get_consistent_item(
+                &self.tables.alerts,
+                digest_index_key(day),
+                format!("!digests#{day}"),
+            )
+            .await?;
         let mut pairs = Vec::new();
-        if let Some(members) = out
-            .item
+        if let Some(members) = fetched
             .as_ref()
-            .and_then(|i| i.get("members"))
+            .and_then(|f| f.item.get("members"))
             .and_then(|m| m.as_ss().ok())
         {
             for member in members {
@@ -1028,24 +982,15 @@ impl Store {
         day: &str,
         destination: &str,
     ) -> Result<Option<WarmDigest>, StoreError> {
-        let table = &self.tables.alerts;
-        let out = self
-            .client
-            .get_item()
-            .table_name(table)
-            .set_key(Some(digest_key(tenant, day, destination)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("GetItem", table, e))?;
-        out.item
-            .map(|item| {
-                parse_digest(&item).map_err(|reason| StoreError::Corrupt {
-                    table: table.clone(),
-                    key: format!("!digest#{tenant}#{day}#{destination}"),
-                    reason,
-                })
-            })
+        let fetched = self
+            .get_consistent_item(
+                &self.tables.alerts,
+                digest_key(tenant, day, destination),
+                format!("!digest#{tenant}#{day}#{destination}"),
+            )
+            .await?;
+        fetched
+            .map(|f| parse_digest(&f.item).map_err(|r| f.corrupt(r)))
             .transpose()
     }
 

@@ -26,6 +26,9 @@ pub mod tenants;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 
 pub use records::{AccountRecord, Conflict, DecisionPoint, RecordKind, UserRecord, Versioned};
@@ -131,12 +134,12 @@ impl Store {
     }
 }
 
-/// An item read by its `pk`, with the table and key to name when it is unreadable.
+/// An item read by its key, with the table and key to name when it is unreadable.
 #[derive(Debug)]
 pub(crate) struct Fetched {
     pub table: String,
     pub key: String,
-    pub item: std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+    pub item: HashMap<String, AttributeValue>,
 }
 
 impl Fetched {
@@ -195,23 +198,70 @@ impl Store {
         table: &str,
         pk: &str,
     ) -> Result<Option<Fetched>, StoreError> {
+        let key = HashMap::from([("pk".to_owned(), AttributeValue::S(pk.to_owned()))]);
+        self.get_consistent_item(table, key, pk.to_owned()).await
+    }
+
+    /// The item of `table` with `key` (hash, or hash and sort), read strongly consistently;
+    /// `key_text` is the key a Corrupt error names.
+    pub(crate) async fn get_consistent_item(
+        &self,
+        table: &str,
+        key: HashMap<String, AttributeValue>,
+        key_text: String,
+    ) -> Result<Option<Fetched>, StoreError> {
         let out = self
             .client
             .get_item()
             .table_name(table)
-            .key(
-                "pk",
-                aws_sdk_dynamodb::types::AttributeValue::S(pk.to_owned()),
-            )
+            .set_key(Some(key))
             .consistent_read(true)
             .send()
             .await
             .map_err(|e| StoreError::dynamo("GetItem", table, e))?;
         Ok(out.item.map(|item| Fetched {
             table: table.to_owned(),
-            key: pk.to_owned(),
+            key: key_text,
             item,
         }))
+    }
+
+    /// Every item of partition `pk` whose sort key meets `sk_condition` (on `:sk`), strongly
+    /// consistent, page by page; `each` reads one item (`Err`: why it is unreadable).
+    pub(crate) async fn query_partition(
+        &self,
+        table: &str,
+        pk: &str,
+        sk_condition: &str,
+        sk: AttributeValue,
+        mut each: impl FnMut(&HashMap<String, AttributeValue>) -> Result<(), String>,
+    ) -> Result<(), StoreError> {
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(table)
+                .key_condition_expression(format!("pk = :pk AND {sk_condition}"))
+                .expression_attribute_values(":pk", AttributeValue::S(pk.to_owned()))
+                .expression_attribute_values(":sk", sk.clone())
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| StoreError::dynamo("Query", table, e))?;
+            for item in out.items() {
+                each(item).map_err(|reason| StoreError::Corrupt {
+                    table: table.to_owned(),
+                    key: pk.to_owned(),
+                    reason,
+                })?;
+            }
+            match out.last_evaluated_key {
+                Some(key) => start = Some(key),
+                None => return Ok(()),
+            }
+        }
     }
 }
 
