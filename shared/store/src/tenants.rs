@@ -103,33 +103,8 @@ impl Store {
         &self,
         raw_key: &str,
     ) -> Result<Option<TenantId>, StoreError> {
-        let table = &self.tables.tenants;
-        let out = self
-            .client
-            .get_item()
-            .table_name(table)
-            .key("pk", AttributeValue::S(write_key_pk(raw_key)))
-            .send()
+        self.tenant_for_key_item(write_key_pk(raw_key), "writekey#…")
             .await
-            .map_err(|e| StoreError::dynamo("GetItem", table, e))?;
-        let Some(item) = out.item else {
-            return Ok(None);
-        };
-        let id = item
-            .get("tenant_id")
-            .and_then(|v| v.as_s().ok())
-            .ok_or_else(|| StoreError::Corrupt {
-                table: table.clone(),
-                key: "writekey#…".into(),
-                reason: "no tenant_id".into(),
-            })?;
-        TenantId::parse(id)
-            .map(Some)
-            .map_err(|reason| StoreError::Corrupt {
-                table: table.clone(),
-                key: "writekey#…".into(),
-                reason,
-            })
     }
 
     /// Registers an admin key (for the admin API) for an existing tenant: `adminkey#<sha256>`
