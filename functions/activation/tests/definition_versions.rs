@@ -11,73 +11,35 @@ use common::*;
 use pql_engine::{evaluate, Definition, Event, Timestamp};
 use pql_store::alerts::{Observation, Observed};
 use pql_store::reevaluation::RebuildCache;
+use pql_store::testing::SecondMilestone::{Invited, Reported};
+use pql_store::testing::TestDefinition;
 use pql_store::{AccountRecord, RecordKind};
 
-const V1: &str = r#"
-name = "versions"
-[[milestone]]
-name = "created"
-event = "Project Created"
-count_at_least = 1
-points = 10
-[[milestone]]
-name = "invited"
-event = "Teammate Invited"
-count_at_least = 1
-points = 40
-[tiers]
-warm = 10
-hot = 40
-[activation]
-milestones = ["created"]
-[pql]
-min_tier = "hot"
-milestones = ["created", "invited"]
-"#;
+/// Creating a project (10) activates; PQL at hot needs an invitation (40) too.
+fn v1() -> String {
+    TestDefinition::new("versions")
+        .second(Invited)
+        .activation(&["created"])
+        .pql("hot", &["created", "invited"])
+        .toml()
+}
 
 /// Same tracking as V1 (its states map): creating a project is enough and worth 40.
-const V2_SAME_TRACKING: &str = r#"
-name = "versions: creators"
-[[milestone]]
-name = "created"
-event = "Project Created"
-count_at_least = 1
-points = 40
-[[milestone]]
-name = "invited"
-event = "Teammate Invited"
-count_at_least = 1
-points = 40
-[tiers]
-warm = 10
-hot = 40
-[activation]
-milestones = ["created"]
-[pql]
-min_tier = "hot"
-milestones = ["created"]
-"#;
+fn v2_same_tracking() -> String {
+    TestDefinition::new("versions: creators")
+        .created_points(40)
+        .second(Invited)
+        .activation(&["created"])
+        .toml()
+}
 
 /// Needs a milestone V1's states do not track.
-const V3_NEW_MILESTONE: &str = r#"
-name = "versions: reports"
-[[milestone]]
-name = "created"
-event = "Project Created"
-count_at_least = 1
-points = 10
-[[milestone]]
-name = "reported"
-event = "Report Viewed"
-count_at_least = 1
-points = 40
-[tiers]
-warm = 10
-hot = 40
-[pql]
-min_tier = "hot"
-milestones = ["created", "reported"]
-"#;
+fn v3_new_milestone() -> String {
+    TestDefinition::new("versions: reports")
+        .second(Reported)
+        .pql("hot", &["created", "reported"])
+        .toml()
+}
 
 fn track_in(m: &str, name: &str, account: &str, ts: &str) -> Event {
     call(&format!(
@@ -167,8 +129,8 @@ async fn run_job(env: &Env, size: i32, now: Timestamp) -> usize {
 
 #[tokio::test]
 async fn an_event_after_a_mappable_activation_maps_the_state_and_keeps_its_history() {
-    let v1 = v(V1);
-    let v2 = v(V2_SAME_TRACKING);
+    let v1 = v(&v1());
+    let v2 = v(&v2_same_tracking());
     let mut env = Env::with_definition(v1.clone()).await;
     let before = vec![
         track_in("i1", "Project Created", "initech", "2026-01-05T09:00:00Z"),
@@ -250,8 +212,8 @@ async fn an_event_after_a_mappable_activation_maps_the_state_and_keeps_its_histo
 
 #[tokio::test]
 async fn an_event_after_an_unmappable_activation_is_kept_under_its_version_then_rebuilt() {
-    let v1 = v(V1);
-    let v3 = v(V3_NEW_MILESTONE);
+    let v1 = v(&v1());
+    let v3 = v(&v3_new_milestone());
     let mut env = Env::with_definition(v1.clone()).await;
     let before = vec![
         track_in("i1", "Project Created", "initech", "2026-01-05T09:00:00Z"),
@@ -341,8 +303,8 @@ async fn an_event_after_an_unmappable_activation_is_kept_under_its_version_then_
 
 #[tokio::test]
 async fn a_user_state_of_an_unmappable_version_queues_its_new_account_for_a_rebuild() {
-    let v1 = v(V1);
-    let v3 = v(V3_NEW_MILESTONE);
+    let v1 = v(&v1());
+    let v3 = v(&v3_new_milestone());
     let mut env = Env::with_definition(v1.clone()).await;
     // Activity before the user joins any account: kept on the user record, under V1.
     let before = vec![

@@ -12,6 +12,8 @@ use pql_engine::{AccountState, Definition, Timestamp};
 use pql_store::alerts::Observation;
 use pql_store::reevaluation::RebuildCache;
 use pql_store::tenants::TenantId;
+use pql_store::testing::SecondMilestone::{Invited, Reported};
+use pql_store::testing::TestDefinition;
 use pql_store::{AccountRecord, RecordKind, Store};
 use serde_json::{json, Value};
 
@@ -19,51 +21,22 @@ const ADMIN_KEY: &str = "ak_changes";
 
 /// Same tracking as V1 (so stored state answers it): inviting now disqualifies, creating a
 /// project is enough and worth 40. Initech leaves PQL (disqualified), globex enters it.
-const SAME_TRACKING: &str = r#"
-name = "changes: creators"
-[[milestone]]
-name = "created"
-event = "Project Created"
-count_at_least = 1
-points = 40
-[[milestone]]
-name = "invited"
-event = "Teammate Invited"
-count_at_least = 1
-points = 40
-[[gate]]
-name = "invited_is_a_competitor"
-milestone = "invited"
-[tiers]
-warm = 10
-hot = 40
-[activation]
-milestones = ["created"]
-[pql]
-min_tier = "hot"
-milestones = ["created"]
-"#;
+fn same_tracking() -> String {
+    TestDefinition::new("changes: creators")
+        .created_points(40)
+        .second(Invited)
+        .gate("invited_is_a_competitor", "invited")
+        .activation(&["created"])
+        .toml()
+}
 
 /// Needs a milestone V1's state does not keep.
-const NEW_MILESTONE: &str = r#"
-name = "changes: reports"
-[[milestone]]
-name = "created"
-event = "Project Created"
-count_at_least = 1
-points = 10
-[[milestone]]
-name = "reported"
-event = "Report Viewed"
-count_at_least = 1
-points = 40
-[tiers]
-warm = 10
-hot = 40
-[pql]
-min_tier = "hot"
-milestones = ["created", "reported"]
-"#;
+fn new_milestone() -> String {
+    TestDefinition::new("changes: reports")
+        .second(Reported)
+        .pql("hot", &["created", "reported"])
+        .toml()
+}
 
 fn tenant() -> TenantId {
     TenantId::parse("changes").unwrap()
@@ -198,7 +171,7 @@ async fn preview_counts_accounts_moving_both_ways() {
         .call(
             "POST",
             "/v1/definitions/preview",
-            Some(json!({"source": SAME_TRACKING})),
+            Some(json!({"source": same_tracking()})),
         )
         .await;
     assert_eq!(status, 200, "{report}");
@@ -240,7 +213,7 @@ async fn preview_counts_accounts_moving_both_ways() {
     assert_eq!(same["comparison"]["changes"], json!([]));
 
     // A pushed version previews the same as its source.
-    let pushed = api.push(SAME_TRACKING).await;
+    let pushed = api.push(&same_tracking()).await;
     let (_, by_version) = api
         .call(
             "POST",
@@ -260,7 +233,7 @@ async fn preview_says_when_stored_state_cannot_answer() {
         .call(
             "POST",
             "/v1/definitions/preview",
-            Some(json!({"source": NEW_MILESTONE, "file": "reports.toml"})),
+            Some(json!({"source": new_milestone(), "file": "reports.toml"})),
         )
         .await;
     assert_eq!(status, 200, "{report}");
@@ -398,7 +371,7 @@ async fn activation_reevaluates_mapped_state_resumes_and_never_alerts_twice() {
     let (status, missing) = api.call("GET", "/v1/definitions/reevaluation", None).await;
     assert_eq!(status, 404, "{missing}");
 
-    let version = api.push(SAME_TRACKING).await;
+    let version = api.push(&same_tracking()).await;
     let (status, activated) = api
         .call(
             "POST",
@@ -493,7 +466,7 @@ async fn activation_reevaluates_mapped_state_resumes_and_never_alerts_twice() {
     assert!(done["finished_at"].is_string(), "{done}");
 
     // Exact results: each state is what the new version builds from the same events.
-    let target = Definition::from_toml("same.toml", SAME_TRACKING).unwrap();
+    let target = Definition::from_toml("same.toml", &same_tracking()).unwrap();
     for account in ["initech", "globex", "umbrella"] {
         assert_eq!(
             state_of(&api.store, account).await.state,
@@ -552,8 +525,8 @@ async fn activation_rebuilds_untracked_state_from_raw_events() {
     let api = Api::start().await;
     let events = three_accounts(&api).await;
     api.store.put_events(&tenant(), &events, 90).await.unwrap();
-    let version = api.push(NEW_MILESTONE).await;
-    let target = Definition::from_toml("reports.toml", NEW_MILESTONE).unwrap();
+    let version = api.push(&new_milestone()).await;
+    let target = Definition::from_toml("reports.toml", &new_milestone()).unwrap();
     let (status, activated) = api
         .call(
             "POST",
@@ -660,7 +633,7 @@ async fn activation_rebuilds_untracked_state_from_raw_events() {
 async fn shadow_mode_is_set_reported_and_stopped() {
     let api = Api::start().await;
     three_accounts(&api).await;
-    let version = api.push(SAME_TRACKING).await;
+    let version = api.push(&same_tracking()).await;
     let (_, listed) = api.call("GET", "/v1/definitions", None).await;
     let active_version = listed["active"].as_str().unwrap().to_owned();
 
@@ -711,7 +684,7 @@ async fn shadow_mode_is_set_reported_and_stopped() {
     // What the qualify function stores on each account change (tested there), for each
     // account as it is now.
     let active = Definition::from_toml("v1.toml", V1).unwrap();
-    let shadow = Definition::from_toml("same.toml", SAME_TRACKING).unwrap();
+    let shadow = Definition::from_toml("same.toml", &same_tracking()).unwrap();
     let map = pql_engine::StateMap::between(&active, &shadow);
     for account in ["initech", "globex", "umbrella"] {
         let record = state_of(&api.store, account).await;

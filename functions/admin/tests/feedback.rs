@@ -11,26 +11,18 @@ use pql_engine::Timestamp;
 use pql_store::alerts::{Alert, LifecycleRecord, Trigger};
 use pql_store::deliveries::{Claim, DeliveryKey, Finish};
 use pql_store::tenants::TenantId;
+use pql_store::testing::TestDefinition;
 use serde_json::{json, Value};
 
 const ADMIN_KEY: &str = "ak_feedback_secret";
 
-const DEFINITION: &str = r#"
-name = "feedback tests"
-[[milestone]]
-name = "created"
-event = "Project Created"
-count_at_least = 1
-points = 50
-[tiers]
-warm = 10
-hot = 40
-[activation]
-milestones = ["created"]
-[pql]
-min_tier = "hot"
-milestones = ["created"]
-"#;
+/// Creating a project (50) activates and is enough for PQL at hot.
+fn definition() -> String {
+    TestDefinition::new("feedback tests")
+        .created_points(50)
+        .activation(&["created"])
+        .toml()
+}
 
 fn tenant() -> TenantId {
     TenantId::parse("acme").unwrap()
@@ -38,7 +30,7 @@ fn tenant() -> TenantId {
 
 impl Api {
     async fn start() -> Api {
-        Api::serve(&tenant(), "wk_feedback", ADMIN_KEY, DEFINITION).await
+        Api::serve(&tenant(), "wk_feedback", ADMIN_KEY, &definition()).await
     }
 
     /// `body`: a JSON value, or raw text.

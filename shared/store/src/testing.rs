@@ -31,3 +31,118 @@ pub async fn fresh_store() -> (Store, Option<DynamoDbLocal>) {
         .expect("tables from the template");
     (Store::new(client, Tables::with_prefix(&prefix)), db)
 }
+
+/// The second milestone of a [`TestDefinition`], worth 40 points when reached once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecondMilestone {
+    /// `invited`: "Teammate Invited".
+    Invited,
+    /// `reported`: "Report Viewed".
+    Reported,
+}
+
+/// The small definition the store, activation and admin tests share, as TOML: milestone
+/// `created` ("Project Created" once), optionally a second milestone, tiers warm/hot, optional
+/// `[activation]` milestones, `[pql]` (min tier and milestones) and optionally one gate.
+///
+/// [`TestDefinition::new`] starts from `created` worth 10, warm 10, hot 40, no activation and
+/// PQL at hot needing `created`; the methods change one part each.
+#[derive(Clone, Debug)]
+pub struct TestDefinition {
+    name: String,
+    created_points: u32,
+    second: Option<SecondMilestone>,
+    warm: u32,
+    hot: u32,
+    gate: Option<(String, String)>,
+    activation: Vec<String>,
+    pql_tier: String,
+    pql: Vec<String>,
+}
+
+impl TestDefinition {
+    /// `created` worth 10, tiers warm 10 / hot 40, no activation, PQL at hot needing `created`.
+    pub fn new(name: &str) -> TestDefinition {
+        TestDefinition {
+            name: name.to_owned(),
+            created_points: 10,
+            second: None,
+            warm: 10,
+            hot: 40,
+            gate: None,
+            activation: Vec::new(),
+            pql_tier: "hot".to_owned(),
+            pql: vec!["created".to_owned()],
+        }
+    }
+
+    /// What reaching `created` is worth.
+    pub fn created_points(mut self, points: u32) -> TestDefinition {
+        self.created_points = points;
+        self
+    }
+
+    /// Adds the second milestone (after `created`).
+    pub fn second(mut self, milestone: SecondMilestone) -> TestDefinition {
+        self.second = Some(milestone);
+        self
+    }
+
+    /// The hot threshold.
+    pub fn hot(mut self, points: u32) -> TestDefinition {
+        self.hot = points;
+        self
+    }
+
+    /// A `[[gate]]` named `name` on `milestone`.
+    pub fn gate(mut self, name: &str, milestone: &str) -> TestDefinition {
+        self.gate = Some((name.to_owned(), milestone.to_owned()));
+        self
+    }
+
+    /// The `[activation]` milestones (none: no `[activation]` table).
+    pub fn activation(mut self, milestones: &[&str]) -> TestDefinition {
+        self.activation = milestones.iter().map(|&m| m.to_owned()).collect();
+        self
+    }
+
+    /// `[pql]`: the minimum tier and the milestones it needs.
+    pub fn pql(mut self, min_tier: &str, milestones: &[&str]) -> TestDefinition {
+        self.pql_tier = min_tier.to_owned();
+        self.pql = milestones.iter().map(|&m| m.to_owned()).collect();
+        self
+    }
+
+    /// The definition's TOML source.
+    pub fn toml(&self) -> String {
+        let list = |names: &[String]| {
+            let quoted: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+            format!("[{}]", quoted.join(", "))
+        };
+        let milestone = |name: &str, event: &str, points: u32| {
+            format!(
+                "[[milestone]]\nname = {name:?}\nevent = {event:?}\ncount_at_least = 1\npoints = {points}\n"
+            )
+        };
+        let mut toml = format!("\nname = {:?}\n", self.name);
+        toml += &milestone("created", "Project Created", self.created_points);
+        match self.second {
+            Some(SecondMilestone::Invited) => toml += &milestone("invited", "Teammate Invited", 40),
+            Some(SecondMilestone::Reported) => toml += &milestone("reported", "Report Viewed", 40),
+            None => {}
+        }
+        if let Some((name, milestone)) = &self.gate {
+            toml += &format!("[[gate]]\nname = {name:?}\nmilestone = {milestone:?}\n");
+        }
+        toml += &format!("[tiers]\nwarm = {}\nhot = {}\n", self.warm, self.hot);
+        if !self.activation.is_empty() {
+            toml += &format!("[activation]\nmilestones = {}\n", list(&self.activation));
+        }
+        toml += &format!(
+            "[pql]\nmin_tier = {:?}\nmilestones = {}\n",
+            self.pql_tier,
+            list(&self.pql)
+        );
+        toml
+    }
+}

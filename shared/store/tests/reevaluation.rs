@@ -5,39 +5,18 @@ use pql_engine::event::parse_call;
 use pql_engine::{AccountState, Definition, Event, Timestamp};
 use pql_store::reevaluation::RebuildCache;
 use pql_store::tenants::TenantId;
-use pql_store::testing::fresh_store;
+use pql_store::testing::{fresh_store, TestDefinition};
 use pql_store::{AccountRecord, RecordKind, Store, UserRecord};
 
-const V1: &str = r#"
-name = "jobs"
-[[milestone]]
-name = "created"
-event = "Project Created"
-count_at_least = 1
-points = 10
-[tiers]
-warm = 10
-hot = 40
-[pql]
-min_tier = "warm"
-milestones = ["created"]
-"#;
+/// Creating a project (10) is enough for PQL at warm; no activation.
+fn v1() -> TestDefinition {
+    TestDefinition::new("jobs").pql("warm", &["created"])
+}
 
 /// V1 with another hot threshold: the stored state answers it (mapped, no rebuild).
-const V1_HOT_AT_50: &str = r#"
-name = "jobs"
-[[milestone]]
-name = "created"
-event = "Project Created"
-count_at_least = 1
-points = 10
-[tiers]
-warm = 10
-hot = 50
-[pql]
-min_tier = "warm"
-milestones = ["created"]
-"#;
+fn v1_hot_at_50() -> TestDefinition {
+    v1().hot(50)
+}
 
 fn t0() -> Timestamp {
     Timestamp::parse("2026-01-05T00:00:00Z").unwrap()
@@ -70,8 +49,8 @@ async fn save_account(store: &Store, tenant: &TenantId, definition: &Definition,
 #[tokio::test]
 async fn the_job_counts_accounts_as_it_goes_through_a_table_shared_with_users_and_tenants() {
     let (store, _db) = fresh_store().await;
-    let v1 = Definition::from_toml("v1.toml", V1).unwrap();
-    let v2 = Definition::from_toml("v2.toml", V1_HOT_AT_50).unwrap();
+    let v1 = Definition::from_toml("v1.toml", &v1().toml()).unwrap();
+    let v2 = Definition::from_toml("v2.toml", &v1_hot_at_50().toml()).unwrap();
     let tenant = TenantId::parse("acme").unwrap();
     let other = TenantId::parse("other").unwrap();
     store.put_tenant(&tenant, "wk_a", &v1).await.unwrap();
