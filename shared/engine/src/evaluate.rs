@@ -12,7 +12,7 @@ use crate::definition::{
 };
 use crate::hits::{Hit, HitSet};
 use crate::lifecycle::Stage;
-use crate::state::{AccountState, TraitFacts};
+use crate::state::AccountState;
 use crate::time::Timestamp;
 
 /// The essentials of a decision, computed without allocating.
@@ -156,60 +156,52 @@ fn target(m: &Milestone) -> f64 {
     }
 }
 
-/// What fit conditions and gates read from a state, looked up once per evaluation.
-struct TraitView<'a> {
+/// What one evaluation reads from a state besides its hit sets, worked out once and shared
+/// by [`verdict`] and [`evaluate`].
+struct Context<'a> {
     definition: &'a Definition,
     state: &'a AccountState,
+    now: Timestamp,
+    signed_up_at: Option<Timestamp>,
+    clock: DecayClock,
     /// The account conditions that hold, as bits, when the state worked them out for this
     /// definition.
     account_bits: Option<u64>,
 }
 
-impl<'a> TraitView<'a> {
-    fn new(definition: &'a Definition, state: &'a AccountState) -> Self {
-        Self::with_facts(definition, state, state.trait_facts(definition))
-    }
-
-    /// The view, with the state's trait facts already looked up.
-    fn with_facts(
-        definition: &'a Definition,
-        state: &'a AccountState,
-        facts: Option<&TraitFacts>,
-    ) -> Self {
-        TraitView {
+impl<'a> Context<'a> {
+    fn new(definition: &'a Definition, state: &'a AccountState, now: Timestamp) -> Self {
+        // Looked up once: checking that the facts are this definition's compares version ids.
+        let trait_facts = state.trait_facts(definition);
+        Context {
             definition,
             state,
-            account_bits: facts.and_then(|f| f.account_conditions),
+            now,
+            signed_up_at: state.signed_up_at_with(definition, trait_facts),
+            clock: definition.scoring.clock(now),
+            account_bits: trait_facts.and_then(|f| f.account_conditions),
         }
     }
 
-    fn test(&self, test: &TraitTest, now: Timestamp) -> bool {
-        trait_test(self.definition, self.state, self.account_bits, test, now)
-    }
-}
-
-fn trait_test(
-    definition: &Definition,
-    state: &AccountState,
-    account_bits: Option<u64>,
-    test: &TraitTest,
-    now: Timestamp,
-) -> bool {
-    match *test {
-        TraitTest::Account(i) => match account_bits {
-            Some(bits) => bits & (1 << i) != 0,
-            None => definition
-                .account_conditions
-                .get(i)
-                .is_some_and(|c| c.test(state.traits())),
-        },
-        TraitTest::User(i) => {
-            state
-                .user_facts
-                .get(i)
-                .and_then(|s| s.hits().first())
-                .is_some_and(|h| h.at <= now)
-                && i < definition.user_conditions.len()
+    /// Whether a fit or gate condition on traits holds.
+    fn test(&self, test: &TraitTest) -> bool {
+        match *test {
+            TraitTest::Account(i) => match self.account_bits {
+                Some(bits) => bits & (1 << i) != 0,
+                None => self
+                    .definition
+                    .account_conditions
+                    .get(i)
+                    .is_some_and(|c| c.test(self.state.traits())),
+            },
+            TraitTest::User(i) => {
+                self.state
+                    .user_facts
+                    .get(i)
+                    .and_then(|s| s.hits().first())
+                    .is_some_and(|h| h.at <= self.now)
+                    && i < self.definition.user_conditions.len()
+            }
         }
     }
 }
@@ -266,12 +258,9 @@ struct Facts {
     disqualified: bool,
 }
 
-fn facts(definition: &Definition, state: &AccountState, now: Timestamp) -> Facts {
-    // Looked up once: checking that the facts are this definition's compares version ids.
-    let trait_facts = state.trait_facts(definition);
-    let signed_up_at = state.signed_up_at_with(definition, trait_facts);
+fn facts(cx: &Context<'_>) -> Facts {
+    let (definition, state, now, clock) = (cx.definition, cx.state, cx.now, cx.clock);
     let mut met = 0u128;
-    let clock = definition.scoring.clock(now);
     let mut score = event_points(definition, state, now, &clock);
     for (i, (m, set)) in definition
         .milestones
@@ -279,7 +268,7 @@ fn facts(definition: &Definition, state: &AccountState, now: Timestamp) -> Facts
         .zip(&state.milestones)
         .enumerate()
     {
-        if let Some(hit) = milestone_met(m, set, signed_up_at, now) {
+        if let Some(hit) = milestone_met(m, set, cx.signed_up_at, now) {
             if i < 128 {
                 met |= 1 << i;
             }
@@ -289,16 +278,15 @@ fn facts(definition: &Definition, state: &AccountState, now: Timestamp) -> Facts
         }
     }
     let is_met = |i: usize| i < 128 && met & (1 << i) != 0;
-    let traits = TraitView::with_facts(definition, state, trait_facts);
     let fit_score = definition
         .fit
         .conditions
         .iter()
-        .filter(|c| traits.test(&c.test, now))
+        .filter(|c| cx.test(&c.test))
         // Not `sum()`: an empty float sum is -0.0, shown as "fit poor: -0".
         .fold(0.0, |total, c| total + c.points);
     let disqualified = definition.gates.iter().any(|g| match &g.test {
-        GateTest::Trait(t) => traits.test(t, now),
+        GateTest::Trait(t) => cx.test(t),
         GateTest::Milestone(i) => is_met(*i),
     });
     Facts {
@@ -344,7 +332,7 @@ impl Facts {
 /// The allocation-free decision. ("Met" is a 128-bit set: definitions are compiled with at
 /// most [`crate::definition::MAX_MILESTONES`] milestones.)
 pub fn verdict(definition: &Definition, state: &AccountState, now: Timestamp) -> Verdict {
-    facts(definition, state, now).verdict(definition)
+    facts(&Context::new(definition, state, now)).verdict(definition)
 }
 
 fn round2(x: f64) -> f64 {
@@ -353,11 +341,9 @@ fn round2(x: f64) -> f64 {
 
 /// The full decision with reasons.
 pub fn evaluate(definition: &Definition, state: &AccountState, now: Timestamp) -> Decision {
-    let facts = facts(definition, state, now);
+    let cx = Context::new(definition, state, now);
+    let facts = facts(&cx);
     let verdict = facts.verdict(definition);
-    let signed_up_at = state.signed_up_at(definition);
-    let clock = definition.scoring.clock(now);
-    let traits = TraitView::new(definition, state);
     let mut reasons = Vec::new();
     reasons.push(format!(
         "score {:.1}: {} (warm at {}, hot at {})",
@@ -372,15 +358,15 @@ pub fn evaluate(definition: &Definition, state: &AccountState, now: Timestamp) -
         .iter()
         .zip(&state.milestones)
         .map(|(m, set)| {
-            let hit = milestone_met(m, set, signed_up_at, now);
-            let points = hit.map_or(0.0, |h| m.points * clock.weight(h));
+            let hit = milestone_met(m, set, cx.signed_up_at, now);
+            let points = hit.map_or(0.0, |h| m.points * cx.clock.weight(h));
             let status = MilestoneStatus {
                 name: m.name.clone(),
                 met: hit.is_some(),
                 met_at: hit.map(|h| h.at),
                 by_user: hit.map(|h| h.user.to_string()),
                 by_message: hit.map(|h| h.message.to_string()),
-                progress: round2(progress(m, set, signed_up_at, now)),
+                progress: round2(progress(m, set, cx.signed_up_at, now)),
                 target: target(m),
                 points: round2(points),
             };
@@ -395,7 +381,7 @@ pub fn evaluate(definition: &Definition, state: &AccountState, now: Timestamp) -
         .iter()
         .map(|c| FitFact {
             name: c.name.clone(),
-            matched: traits.test(&c.test, now),
+            matched: cx.test(&c.test),
             points: c.points,
         })
         .collect();
@@ -424,7 +410,7 @@ pub fn evaluate(definition: &Definition, state: &AccountState, now: Timestamp) -
         .map(|g| GateStatus {
             name: g.name.clone(),
             holds: match &g.test {
-                GateTest::Trait(t) => traits.test(t, now),
+                GateTest::Trait(t) => cx.test(t),
                 GateTest::Milestone(i) => facts.met(*i),
             },
         })
@@ -447,7 +433,7 @@ pub fn evaluate(definition: &Definition, state: &AccountState, now: Timestamp) -
         score: round2(verdict.score),
         qualifies: verdict.qualifies,
         activated: verdict.activated,
-        signed_up_at,
+        signed_up_at: cx.signed_up_at,
         milestones,
         fit: FitResult {
             score: facts.fit_score,

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::definition::{condition, Definition, Threshold, Window};
+use crate::definition::{condition, Definition, Threshold};
 use crate::event::{Event, EventKind};
 use crate::hits::{refill, HitRef, HitSet, Keep, Order};
 use crate::time::Timestamp;
@@ -102,23 +102,6 @@ fn signup_trait(
             Value::Number(n) => n.as_i64().map(|secs| Timestamp(secs.saturating_mul(1000))),
             _ => None,
         })
-}
-
-/// How a milestone's hit set is kept.
-pub fn milestone_shape(threshold: &Threshold, window: Window) -> (Order, Keep) {
-    let order = match window {
-        Window::Sliding(_) => Order::Latest,
-        Window::AllTime | Window::SinceSignup(_) => Order::Earliest,
-    };
-    let keep = match threshold {
-        Threshold::Count(n) => Keep::Events(*n),
-        Threshold::DistinctUsers(n) => Keep::Users(*n),
-        Threshold::DistinctDays(n) => Keep::Days(*n),
-        Threshold::Sum {
-            at_least_micros, ..
-        } => Keep::Sum(*at_least_micros),
-    };
-    (order, keep)
 }
 
 const FACT: (Order, Keep) = (Order::Earliest, Keep::Events(1));
@@ -387,11 +370,10 @@ impl StateMap {
             .milestones
             .iter()
             .filter_map(|m| {
-                let shape = milestone_shape(&m.threshold, m.window);
                 let found = from.milestones.iter().position(|o| {
                     o.selector == m.selector
                         && o.filters == m.filters
-                        && milestone_shape(&o.threshold, o.window) == shape
+                        && o.shape == m.shape
                         && sum_property(&o.threshold) == sum_property(&m.threshold)
                 });
                 if found.is_none() {

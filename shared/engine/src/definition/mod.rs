@@ -22,7 +22,6 @@ use spec::{
 
 use crate::event::{Event, EventKind};
 use crate::hits::{Hit, HitSet, Keep, Order};
-use crate::state::milestone_shape;
 use crate::state::TraitValue;
 use crate::time::{Timestamp, MS_PER_DAY};
 
@@ -225,8 +224,25 @@ pub struct Milestone {
     pub threshold: Threshold,
     pub window: Window,
     pub points: f64,
-    /// How its hit set is kept: [`milestone_shape`] of threshold and window, worked out once.
+    /// How its hit set is kept (order and bound), from threshold and window, worked out once.
     pub shape: (Order, Keep),
+}
+
+/// How a milestone's hit set is kept.
+fn milestone_shape(threshold: &Threshold, window: Window) -> (Order, Keep) {
+    let order = match window {
+        Window::Sliding(_) => Order::Latest,
+        Window::AllTime | Window::SinceSignup(_) => Order::Earliest,
+    };
+    let keep = match threshold {
+        Threshold::Count(n) => Keep::Events(*n),
+        Threshold::DistinctUsers(n) => Keep::Users(*n),
+        Threshold::DistinctDays(n) => Keep::Days(*n),
+        Threshold::Sum {
+            at_least_micros, ..
+        } => Keep::Sum(*at_least_micros),
+    };
+    (order, keep)
 }
 
 impl Milestone {
