@@ -16,29 +16,24 @@ use pql_store::testing::TestDefinition;
 use pql_store::{AccountRecord, RecordKind};
 
 /// Creating a project (10) activates; PQL at hot needs an invitation (40) too.
-fn v1() -> String {
+fn v1() -> TestDefinition {
     TestDefinition::new("versions")
         .second(Invited)
         .activation(&["created"])
-        .pql("hot", &["created", "invited"])
-        .toml()
 }
 
 /// Same tracking as V1 (its states map): creating a project is enough and worth 40.
-fn v2_same_tracking() -> String {
+fn v2_same_tracking() -> TestDefinition {
     TestDefinition::new("versions: creators")
         .created_points(40)
         .second(Invited)
         .activation(&["created"])
-        .toml()
+        .pql("hot", &["created"])
 }
 
 /// Needs a milestone V1's states do not track.
-fn v3_new_milestone() -> String {
-    TestDefinition::new("versions: reports")
-        .second(Reported)
-        .pql("hot", &["created", "reported"])
-        .toml()
+fn v3_new_milestone() -> TestDefinition {
+    TestDefinition::new("versions: reports").second(Reported)
 }
 
 fn track_in(m: &str, name: &str, account: &str, ts: &str) -> Event {
@@ -129,8 +124,8 @@ async fn run_job(env: &Env, size: i32, now: Timestamp) -> usize {
 
 #[tokio::test]
 async fn an_event_after_a_mappable_activation_maps_the_state_and_keeps_its_history() {
-    let v1 = v(&v1());
-    let v2 = v(&v2_same_tracking());
+    let v1 = v(&v1().toml());
+    let v2 = v(&v2_same_tracking().toml());
     let mut env = Env::with_definition(v1.clone()).await;
     let before = vec![
         track_in("i1", "Project Created", "initech", "2026-01-05T09:00:00Z"),
@@ -212,8 +207,8 @@ async fn an_event_after_a_mappable_activation_maps_the_state_and_keeps_its_histo
 
 #[tokio::test]
 async fn an_event_after_an_unmappable_activation_is_kept_under_its_version_then_rebuilt() {
-    let v1 = v(&v1());
-    let v3 = v(&v3_new_milestone());
+    let v1 = v(&v1().toml());
+    let v3 = v(&v3_new_milestone().toml());
     let mut env = Env::with_definition(v1.clone()).await;
     let before = vec![
         track_in("i1", "Project Created", "initech", "2026-01-05T09:00:00Z"),
@@ -303,8 +298,8 @@ async fn an_event_after_an_unmappable_activation_is_kept_under_its_version_then_
 
 #[tokio::test]
 async fn a_user_state_of_an_unmappable_version_queues_its_new_account_for_a_rebuild() {
-    let v1 = v(&v1());
-    let v3 = v(&v3_new_milestone());
+    let v1 = v(&v1().toml());
+    let v3 = v(&v3_new_milestone().toml());
     let mut env = Env::with_definition(v1.clone()).await;
     // Activity before the user joins any account: kept on the user record, under V1.
     let before = vec![

@@ -19,23 +19,20 @@ use serde_json::{json, Value};
 
 const ADMIN_KEY: &str = "ak_changes";
 
+/// Needs a milestone V1's state does not keep.
+fn new_milestone() -> TestDefinition {
+    TestDefinition::new("changes: reports").second(Reported)
+}
+
 /// Same tracking as V1 (so stored state answers it): inviting now disqualifies, creating a
 /// project is enough and worth 40. Initech leaves PQL (disqualified), globex enters it.
-fn same_tracking() -> String {
+fn same_tracking() -> TestDefinition {
     TestDefinition::new("changes: creators")
         .created_points(40)
         .second(Invited)
         .gate("invited_is_a_competitor", "invited")
         .activation(&["created"])
-        .toml()
-}
-
-/// Needs a milestone V1's state does not keep.
-fn new_milestone() -> String {
-    TestDefinition::new("changes: reports")
-        .second(Reported)
-        .pql("hot", &["created", "reported"])
-        .toml()
+        .pql("hot", &["created"])
 }
 
 fn tenant() -> TenantId {
@@ -171,7 +168,7 @@ async fn preview_counts_accounts_moving_both_ways() {
         .call(
             "POST",
             "/v1/definitions/preview",
-            Some(json!({"source": same_tracking()})),
+            Some(json!({"source": same_tracking().toml()})),
         )
         .await;
     assert_eq!(status, 200, "{report}");
@@ -213,7 +210,7 @@ async fn preview_counts_accounts_moving_both_ways() {
     assert_eq!(same["comparison"]["changes"], json!([]));
 
     // A pushed version previews the same as its source.
-    let pushed = api.push(&same_tracking()).await;
+    let pushed = api.push(&same_tracking().toml()).await;
     let (_, by_version) = api
         .call(
             "POST",
@@ -233,7 +230,7 @@ async fn preview_says_when_stored_state_cannot_answer() {
         .call(
             "POST",
             "/v1/definitions/preview",
-            Some(json!({"source": new_milestone(), "file": "reports.toml"})),
+            Some(json!({"source": new_milestone().toml(), "file": "reports.toml"})),
         )
         .await;
     assert_eq!(status, 200, "{report}");
@@ -371,7 +368,7 @@ async fn activation_reevaluates_mapped_state_resumes_and_never_alerts_twice() {
     let (status, missing) = api.call("GET", "/v1/definitions/reevaluation", None).await;
     assert_eq!(status, 404, "{missing}");
 
-    let version = api.push(&same_tracking()).await;
+    let version = api.push(&same_tracking().toml()).await;
     let (status, activated) = api
         .call(
             "POST",
@@ -466,7 +463,7 @@ async fn activation_reevaluates_mapped_state_resumes_and_never_alerts_twice() {
     assert!(done["finished_at"].is_string(), "{done}");
 
     // Exact results: each state is what the new version builds from the same events.
-    let target = Definition::from_toml("same.toml", &same_tracking()).unwrap();
+    let target = Definition::from_toml("same.toml", &same_tracking().toml()).unwrap();
     for account in ["initech", "globex", "umbrella"] {
         assert_eq!(
             state_of(&api.store, account).await.state,
@@ -525,8 +522,8 @@ async fn activation_rebuilds_untracked_state_from_raw_events() {
     let api = Api::start().await;
     let events = three_accounts(&api).await;
     api.store.put_events(&tenant(), &events, 90).await.unwrap();
-    let version = api.push(&new_milestone()).await;
-    let target = Definition::from_toml("reports.toml", &new_milestone()).unwrap();
+    let version = api.push(&new_milestone().toml()).await;
+    let target = Definition::from_toml("reports.toml", &new_milestone().toml()).unwrap();
     let (status, activated) = api
         .call(
             "POST",
@@ -633,7 +630,7 @@ async fn activation_rebuilds_untracked_state_from_raw_events() {
 async fn shadow_mode_is_set_reported_and_stopped() {
     let api = Api::start().await;
     three_accounts(&api).await;
-    let version = api.push(&same_tracking()).await;
+    let version = api.push(&same_tracking().toml()).await;
     let (_, listed) = api.call("GET", "/v1/definitions", None).await;
     let active_version = listed["active"].as_str().unwrap().to_owned();
 
@@ -684,7 +681,7 @@ async fn shadow_mode_is_set_reported_and_stopped() {
     // What the qualify function stores on each account change (tested there), for each
     // account as it is now.
     let active = Definition::from_toml("v1.toml", V1).unwrap();
-    let shadow = Definition::from_toml("same.toml", &same_tracking()).unwrap();
+    let shadow = Definition::from_toml("same.toml", &same_tracking().toml()).unwrap();
     let map = pql_engine::StateMap::between(&active, &shadow);
     for account in ["initech", "globex", "umbrella"] {
         let record = state_of(&api.store, account).await;

@@ -17,11 +17,10 @@ use serde_json::{json, Value};
 const ADMIN_KEY: &str = "ak_feedback_secret";
 
 /// Creating a project (50) activates and is enough for PQL at hot.
-fn definition() -> String {
+fn definition() -> TestDefinition {
     TestDefinition::new("feedback tests")
         .created_points(50)
         .activation(&["created"])
-        .toml()
 }
 
 fn tenant() -> TenantId {
@@ -30,7 +29,7 @@ fn tenant() -> TenantId {
 
 impl Api {
     async fn start() -> Api {
-        Api::serve(&tenant(), "wk_feedback", ADMIN_KEY, &definition()).await
+        Api::serve(&tenant(), "wk_feedback", ADMIN_KEY, &definition().toml()).await
     }
 
     /// `body`: a JSON value, or raw text.

@@ -46,7 +46,9 @@ pub enum SecondMilestone {
 /// `[activation]` milestones, `[pql]` (min tier and milestones) and optionally one gate.
 ///
 /// [`TestDefinition::new`] starts from `created` worth 10, warm 10, hot 40, no activation and
-/// PQL at hot needing `created`; the methods change one part each.
+/// PQL at hot needing every milestone; the methods change one part each.
+/// [`TestDefinition::toml`] lays it out as the tests' literals were (a leading blank line,
+/// then one key a line).
 #[derive(Clone, Debug)]
 pub struct TestDefinition {
     name: String,
@@ -57,11 +59,13 @@ pub struct TestDefinition {
     gate: Option<(String, String)>,
     activation: Vec<String>,
     pql_tier: String,
-    pql: Vec<String>,
+    /// `None`: every milestone.
+    pql: Option<Vec<String>>,
 }
 
 impl TestDefinition {
-    /// `created` worth 10, tiers warm 10 / hot 40, no activation, PQL at hot needing `created`.
+    /// `created` worth 10, tiers warm 10 / hot 40, no activation, PQL at hot needing every
+    /// milestone.
     pub fn new(name: &str) -> TestDefinition {
         TestDefinition {
             name: name.to_owned(),
@@ -72,7 +76,7 @@ impl TestDefinition {
             gate: None,
             activation: Vec::new(),
             pql_tier: "hot".to_owned(),
-            pql: vec!["created".to_owned()],
+            pql: None,
         }
     }
 
@@ -109,7 +113,7 @@ impl TestDefinition {
     /// `[pql]`: the minimum tier and the milestones it needs.
     pub fn pql(mut self, min_tier: &str, milestones: &[&str]) -> TestDefinition {
         self.pql_tier = min_tier.to_owned();
-        self.pql = milestones.iter().map(|&m| m.to_owned()).collect();
+        self.pql = Some(milestones.iter().map(|&m| m.to_owned()).collect());
         self
     }
 
@@ -124,12 +128,14 @@ impl TestDefinition {
                 "[[milestone]]\nname = {name:?}\nevent = {event:?}\ncount_at_least = 1\npoints = {points}\n"
             )
         };
+        let second = self.second.map(|second| match second {
+            SecondMilestone::Invited => ("invited", "Teammate Invited"),
+            SecondMilestone::Reported => ("reported", "Report Viewed"),
+        });
         let mut toml = format!("\nname = {:?}\n", self.name);
         toml += &milestone("created", "Project Created", self.created_points);
-        match self.second {
-            Some(SecondMilestone::Invited) => toml += &milestone("invited", "Teammate Invited", 40),
-            Some(SecondMilestone::Reported) => toml += &milestone("reported", "Report Viewed", 40),
-            None => {}
+        if let Some((name, event)) = second {
+            toml += &milestone(name, event, 40);
         }
         if let Some((name, milestone)) = &self.gate {
             toml += &format!("[[gate]]\nname = {name:?}\nmilestone = {milestone:?}\n");
@@ -138,10 +144,18 @@ impl TestDefinition {
         if !self.activation.is_empty() {
             toml += &format!("[activation]\nmilestones = {}\n", list(&self.activation));
         }
+        let pql = match &self.pql {
+            Some(pql) => pql.clone(),
+            None => ["created"]
+                .into_iter()
+                .chain(second.map(|(name, _)| name))
+                .map(str::to_owned)
+                .collect(),
+        };
         toml += &format!(
             "[pql]\nmin_tier = {:?}\nmilestones = {}\n",
             self.pql_tier,
-            list(&self.pql)
+            list(&pql)
         );
         toml
     }
