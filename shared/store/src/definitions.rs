@@ -43,15 +43,10 @@ impl DefinitionCache {
         store: &Store,
         tenant: &TenantId,
     ) -> Result<Option<Arc<Definition>>, StoreError> {
-        if let Some((read_at, definition)) = self.lock().get(tenant) {
-            if read_at.elapsed() < self.ttl {
-                return Ok(definition.clone());
-            }
+        if let Some(definition) = self.cached(tenant, self.ttl) {
+            return Ok(definition);
         }
-        let definition = store.tenant_definition(tenant).await?.map(Arc::new);
-        self.lock()
-            .insert(tenant.clone(), (Instant::now(), definition.clone()));
-        Ok(definition)
+        Ok(self.remember(tenant, store.tenant_definition(tenant).await?))
     }
 
     /// The tenant's active definition read again unless it was read within the last
@@ -63,20 +58,30 @@ impl DefinitionCache {
         store: &Store,
         tenant: &TenantId,
     ) -> Result<Option<Arc<Definition>>, StoreError> {
-        if let Some((read_at, definition)) = self.lock().get(tenant) {
-            if read_at.elapsed() < MIN_REFRESH {
-                return Ok(definition.clone());
-            }
+        if let Some(definition) = self.cached(tenant, MIN_REFRESH) {
+            return Ok(definition);
         }
-        let definition = store.tenant_definition(tenant).await?.map(Arc::new);
-        self.lock()
-            .insert(tenant.clone(), (Instant::now(), definition.clone()));
-        Ok(definition)
+        Ok(self.remember(tenant, store.tenant_definition(tenant).await?))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, Entry>> {
-        // A panic while holding the lock cannot leave the map inconsistent: use it anyway.
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    /// What the cache holds for the tenant if it was read within `max_age`. (`get` and
+    /// `refresh` read the store themselves rather than through one shared async helper: the
+    /// stream handlers' futures are already nested about as deep as the compiler's default
+    /// limit allows.)
+    fn cached(&self, tenant: &TenantId, max_age: Duration) -> Option<Option<Arc<Definition>>> {
+        let entries = lock(&self.entries);
+        let (read_at, definition) = entries.get(tenant)?;
+        (read_at.elapsed() < max_age).then(|| definition.clone())
+    }
+
+    fn remember(
+        &self,
+        tenant: &TenantId,
+        definition: Option<Definition>,
+    ) -> Option<Arc<Definition>> {
+        let definition = definition.map(Arc::new);
+        lock(&self.entries).insert(tenant.clone(), (Instant::now(), definition.clone()));
+        definition
     }
 }
 

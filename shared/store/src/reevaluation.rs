@@ -365,17 +365,34 @@ impl Store {
 
     /// Adds or removes the tenant from the registry of tenants with work for the sweep.
     async fn register(&self, tenant: &TenantId, add: bool) -> Result<(), StoreError> {
+        let (op, tenants) = (if add { "ADD" } else { "DELETE" }, [tenant.to_string()]);
+        self.edit_set(REGISTRY_PK, &format!("{op} tenants :m"), &tenants, None)
+            .await
+    }
+
+    /// Adds members to or deletes them from a string set of a tenants-table item, atomically:
+    /// `update` names the set `:m` (`ADD set :m`, `DELETE set :m`); with `owner`, the item
+    /// also gets the `tenant_id` every tenant's item carries (`SET tenant_id = :t` in
+    /// `update`).
+    async fn edit_set(
+        &self,
+        pk: &str,
+        update: &str,
+        members: &[String],
+        owner: Option<&TenantId>,
+    ) -> Result<(), StoreError> {
         let table = &self.tables.tenants;
-        self.client
+        let mut request = self
+            .client
             .update_item()
             .table_name(table)
-            .key("pk", s(REGISTRY_PK))
-            .update_expression(if add {
-                "ADD tenants :t"
-            } else {
-                "DELETE tenants :t"
-            })
-            .expression_attribute_values(":t", AttributeValue::Ss(vec![tenant.to_string()]))
+            .key("pk", s(pk))
+            .update_expression(update)
+            .expression_attribute_values(":m", AttributeValue::Ss(members.to_vec()));
+        if let Some(tenant) = owner {
+            request = request.expression_attribute_values(":t", s(tenant.as_str()));
+        }
+        request
             .send()
             .await
             .map_err(|e| StoreError::dynamo("UpdateItem", table, e))?;
@@ -406,17 +423,9 @@ impl Store {
         if accounts.is_empty() {
             return Ok(());
         }
-        let table = &self.tables.tenants;
-        self.client
-            .update_item()
-            .table_name(table)
-            .key("pk", s(rebuilds_pk(tenant)))
-            .update_expression("ADD accounts :a SET tenant_id = :t")
-            .expression_attribute_values(":a", AttributeValue::Ss(accounts.to_vec()))
-            .expression_attribute_values(":t", s(tenant.as_str()))
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("UpdateItem", table, e))?;
+        let update = "ADD accounts :m SET tenant_id = :t";
+        self.edit_set(&rebuilds_pk(tenant), update, accounts, Some(tenant))
+            .await?;
         self.register(tenant, true).await
     }
 
@@ -443,17 +452,8 @@ impl Store {
         if accounts.is_empty() {
             return Ok(());
         }
-        let table = &self.tables.tenants;
-        self.client
-            .update_item()
-            .table_name(table)
-            .key("pk", s(rebuilds_pk(tenant)))
-            .update_expression("DELETE accounts :a")
-            .expression_attribute_values(":a", AttributeValue::Ss(accounts.to_vec()))
-            .send()
+        self.edit_set(&rebuilds_pk(tenant), "DELETE accounts :m", accounts, None)
             .await
-            .map_err(|e| StoreError::dynamo("UpdateItem", table, e))?;
-        Ok(())
     }
 
     /// Rebuilds up to `chunk` queued accounts under the tenant's active definition; each is
@@ -467,6 +467,9 @@ impl Store {
         cache: &mut RebuildCache,
         report: &mut ChunkReport,
     ) -> Result<(), StoreError> {
+        if queued.is_empty() {
+            return Ok(());
+        }
         let Some(target) = self.tenant_definition(tenant).await? else {
             return Ok(());
         };
