@@ -83,15 +83,9 @@ pub fn init_logs() {
         .init();
 }
 
-/// The store: AWS configuration from the Lambda environment ([`sdk_config`]), one DynamoDB
-/// client, and the table names the template sets (`TENANTS_TABLE`, `EVENTS_TABLE`,
-/// `STATE_TABLE`, `ALERTS_TABLE`).
-pub async fn store_from_env() -> Result<Store, StoreError> {
-    store(Tables::from_env()?).await
-}
-
-/// The store on `tables` (read at init with [`Tables::from_env`], so that a missing name fails
-/// the init): the AWS configuration ([`sdk_config`]) and one DynamoDB client.
+/// The store on `tables` (read at init with [`tables_from_env`]: `TENANTS_TABLE`,
+/// `EVENTS_TABLE`, `STATE_TABLE`, `ALERTS_TABLE`, so that a missing name fails the init): the
+/// AWS configuration ([`sdk_config`]) and one DynamoDB client.
 pub async fn store(tables: Tables) -> Result<Store, StoreError> {
     Ok(store_with(&sdk_config().await?, tables))
 }
